@@ -1,0 +1,144 @@
+"""`Distiller`: a `keras.Model` that trains a student against a frozen teacher with a distillation loss."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kd_tf.losses.base import DistillationLoss, split_targets
+
+
+def num_classes_of(model: keras.Model) -> int | None:
+    """The size of a model's last output axis, or `None` when the model is not built yet."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list | tuple) and shape and isinstance(shape[0], list | tuple):
+        shape = shape[0]
+    return None if shape is None else shape[-1]
+
+
+def class_vectors(model: keras.Model, layer_name: str = "logits"):
+    """The logit layer's kernel, shape `(h, M)`: its columns are the class vectors KD-sim compares."""
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError as error:
+        raise ValueError(
+            f"The teacher has no layer named {layer_name!r}; KD-sim reads the class vectors from it."
+        ) from error
+    return keras.ops.convert_to_numpy(layer.kernel)
+
+
+class Distiller(keras.Model):
+    """Trains `student` toward a frozen `teacher` with a `DistillationLoss`.
+
+    The teacher runs with `training=False` outside the gradient tape; only the student's variables are
+    updated. With `teacher=None`, each batch's targets must carry the cached teacher payload packed by
+    `kd_tf.pack_targets` (offline distillation). The loss is the per-example loss summed over the replica's
+    batch and divided by the global batch, so `tf.distribute` strategies make the same update as one device.
+
+    Args:
+        student: model mapping inputs to logits; what `call`, `predict` and saving see.
+        teacher: frozen model mapping the same inputs to logits over the same classes, or `None`.
+        loss: a `kd_tf.losses.DistillationLoss`.
+
+    Example:
+    >>> distiller = kd_tf.Distiller(student, teacher, kd_tf.losses.get("kd", temperature=4, alpha=0.9))
+    >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> distiller.fit(train_ds, validation_data=test_ds, epochs=10)
+    """
+
+    def __init__(self, student, teacher=None, loss=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(loss, DistillationLoss):
+            raise ValueError(
+                "`loss` must be a kd_tf.losses.DistillationLoss (e.g. kd_tf.losses.get('kd')). "
+                f"Received: loss={loss!r}"
+            )
+        self.student = student
+        self.teacher = teacher
+        self.distillation_loss = loss
+        if teacher is not None:
+            teacher.trainable = False
+            student_classes, teacher_classes = num_classes_of(student), num_classes_of(teacher)
+            if None not in (student_classes, teacher_classes) and student_classes != teacher_classes:
+                raise ValueError(
+                    f"The teacher predicts {teacher_classes} classes but the student {student_classes}: "
+                    "a teacher can only be distilled into a student over the same classes."
+                )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
+        self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.top5_accuracy = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            self.hard_loss_tracker,
+            self.soft_loss_tracker,
+            self.accuracy,
+            self.top5_accuracy,
+        ]
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _distillation_terms(self, inputs, targets, student_logits):
+        """Labels and per-example (hard, soft, total) losses; the teacher payload is computed by the frozen
+        teacher, or carried by the targets when there is no teacher."""
+        loss = self.distillation_loss
+        payload_size = loss.payload_size(student_logits.shape[-1])
+        if self.teacher is None or not payload_size:
+            labels, payload = split_targets(targets, student_logits.shape.rank, payload_size)
+        else:
+            labels = tf.cast(targets, tf.int32)
+            teacher_logits = self.teacher(inputs, training=False)
+            if teacher_logits.shape[-1] != student_logits.shape[-1]:
+                raise ValueError(
+                    f"The teacher predicts {teacher_logits.shape[-1]} classes but the student "
+                    f"{student_logits.shape[-1]}."
+                )
+            payload = tf.stop_gradient(loss.teacher_payload(labels, teacher_logits))
+        hard, soft = loss.terms(labels, payload, student_logits)
+        return labels, hard, soft, loss.combine(hard, soft)
+
+    def _update_metrics(self, labels, hard, soft, total, student_logits):
+        num_classes = student_logits.shape[-1]
+        flat_labels = tf.reshape(labels, [-1])
+        flat_logits = tf.reshape(student_logits, [-1, num_classes])
+        self.loss_tracker.update_state(total)
+        self.hard_loss_tracker.update_state(hard)
+        self.soft_loss_tracker.update_state(soft)
+        self.accuracy.update_state(flat_labels, flat_logits)
+        self.top5_accuracy.update_state(flat_labels, flat_logits)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        inputs, targets = data[0], data[1]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            student_logits = tf.cast(self.student(inputs, training=True), tf.float32)
+            labels, hard, soft, total = self._distillation_terms(inputs, targets, student_logits)
+            # Sum over this replica's examples, divide by the global count: replicas' gradients are summed.
+            global_count = tf.cast(tf.size(total) * replicas, tf.float32)
+            objective = tf.reduce_sum(total) / global_count
+            if self.student.losses:
+                objective += tf.add_n(self.student.losses) / replicas
+            scaled = self.optimizer.scale_loss(objective)
+        variables = self.student.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_metrics(labels, hard, soft, total, student_logits)
+
+    def test_step(self, data):
+        inputs, targets = data[0], data[1]
+        student_logits = tf.cast(self.student(inputs, training=False), tf.float32)
+        labels, hard, soft, total = self._distillation_terms(inputs, targets, student_logits)
+        return self._update_metrics(labels, hard, soft, total, student_logits)
+
+    def predict_step(self, data):
+        inputs = data[0] if isinstance(data, tuple) else data
+        return self.student(inputs, training=False)

@@ -1,0 +1,402 @@
+"""Training recipe for word-level language models: stateful BPTT, NT-ASGD, and token-level distillation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+
+def perplexity(mean_cross_entropy: float) -> float:
+    """`exp` of a mean per-token cross-entropy (in nats); `inf` where that overflows."""
+    return math.exp(mean_cross_entropy) if mean_cross_entropy < 700 else math.inf
+
+
+def should_start_averaging(validation_losses, current_loss: float, nonmono: int) -> bool:
+    """NT-ASGD's trigger (Merity et al. 2018): start averaging when the model stops improving.
+
+    True when there are more than `nonmono` earlier evaluations and `current_loss` is worse than the best
+    of all of them except the last `nonmono`, i.e. `nonmono` evaluations have passed without beating it.
+
+    Args:
+        validation_losses: earlier validation losses, oldest first (not including `current_loss`).
+        current_loss: the validation loss just measured.
+        nonmono: how many recent evaluations are left out of the comparison (5 in AWD-LSTM).
+    """
+    if nonmono < 0:
+        raise ValueError(f"`nonmono` must be >= 0. Received: nonmono={nonmono}")
+    validation_losses = list(validation_losses)
+    if len(validation_losses) <= nonmono:
+        return False
+    return current_loss > min(validation_losses[: len(validation_losses) - nonmono])
+
+
+class WeightAverager:
+    """Running mean of variables from the step averaging starts on (ASGD with t0 = 0 and λ = 0).
+
+    After the n-th step since the switch, `average ← average + (weight - average) / n`, so the average is
+    the plain mean of the weights after each of those steps, as PyTorch's ASGD keeps it for AWD-LSTM.
+    """
+
+    def __init__(self, variables):
+        self.variables = list(variables)
+        self.averages = [
+            tf.Variable(tf.convert_to_tensor(variable), trainable=False) for variable in self.variables
+        ]
+        self.count = tf.Variable(0.0, trainable=False)
+
+    @tf.function
+    def update(self):
+        """Folds the current weights into the average (call after every optimizer step)."""
+        self.count.assign_add(1.0)
+        for average, variable in zip(self.averages, self.variables, strict=True):
+            average.assign_add((tf.convert_to_tensor(variable) - average) / self.count)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """Within the block the variables hold the averages; on exit they get their own values back."""
+        saved = [np.array(variable.numpy()) for variable in self.variables]
+        for variable, average in zip(self.variables, self.averages, strict=True):
+            variable.assign(average)
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.variables, saved, strict=True):
+                variable.assign(value)
+
+
+def _state_signature(model, batch_size: int):
+    return tf.nest.map_structure(tf.TensorSpec.from_tensor, model.initial_states(batch_size))
+
+
+def _window_signature(batch_size: int):
+    return tf.TensorSpec([batch_size, None], tf.int32)
+
+
+def _make_forward(model, batch_size: int) -> Callable:
+    """`(inputs, states) -> (logits, states)` in inference mode, compiled for `batch_size` lanes."""
+
+    @tf.function(input_signature=[_window_signature(batch_size), _state_signature(model, batch_size)])
+    def forward(inputs, states):
+        output = model(inputs, training=False, states=states, return_states=True)
+        return output.logits, output.states
+
+    return forward
+
+
+def _make_cross_entropy_sum(model, batch_size: int) -> Callable:
+    """`(inputs, targets, states) -> (summed token cross-entropy, states)`, inference mode."""
+    forward = _make_forward(model, batch_size)
+
+    @tf.function(
+        input_signature=[
+            _window_signature(batch_size),
+            _window_signature(batch_size),
+            _state_signature(model, batch_size),
+        ]
+    )
+    def cross_entropy_sum(inputs, targets, states):
+        logits, states = forward(inputs, states)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(cross_entropy), states
+
+    return cross_entropy_sum
+
+
+def _mean_cross_entropy(cross_entropy_sum, model, corpus, split: str, bptt: int | None) -> float:
+    states = model.initial_states(corpus.lane_count(split))
+    total = 0.0
+    for window in corpus.eval_windows(split, bptt):
+        window_sum, states = cross_entropy_sum(window.inputs, window.targets, states)
+        total += float(window_sum)
+    return total / corpus.target_count(split)
+
+
+def evaluate_perplexity(model, corpus, split: str = "valid", bptt: int | None = None) -> float:
+    """Perplexity of `model` on `split`: `exp` of the mean cross-entropy over every target token.
+
+    The lanes are read in fixed windows of `bptt` tokens (default `corpus.bptt`) with the state carried
+    from window to window, starting from zeros.
+    """
+    cross_entropy_sum = _make_cross_entropy_sum(model, corpus.lane_count(split))
+    return perplexity(_mean_cross_entropy(cross_entropy_sum, model, corpus, split, bptt))
+
+
+def teacher_logits_stream(teacher, corpus, split: str = "train", bptt: int | None = None) -> Iterator[tuple]:
+    """Yields `(window, logits)` for the fixed windows of `split` in order; logits `[lanes, time, M]`.
+
+    The teacher runs in inference mode with its state carried across windows, so the logits at a lane
+    position depend on the text before it and not on where windows are cut: a per-position cache made
+    from this stream (e.g. KD-topk's top-k values and ids) serves the student's random-length windows too.
+    """
+    forward = _make_forward(teacher, corpus.lane_count(split))
+    states = teacher.initial_states(corpus.lane_count(split))
+    for window in corpus.eval_windows(split, bptt):
+        logits, states = forward(window.inputs, states)
+        yield window, logits
+
+
+def _make_train_step(
+    model,
+    teacher,
+    loss,
+    batch_size: int,
+    clip: float,
+    weight_decay: float,
+    alpha_ar: float,
+    beta_tar: float,
+) -> Callable:
+    """The compiled SGD step on one window; see `train_language_model` for what it does."""
+    variables = model.trainable_variables
+    teacher_signature = _state_signature(teacher, batch_size) if teacher is not None else []
+
+    @tf.function(
+        input_signature=[
+            _window_signature(batch_size),
+            _window_signature(batch_size),
+            tf.TensorSpec([], tf.float32),
+            _state_signature(model, batch_size),
+            teacher_signature,
+        ]
+    )
+    def train_step(inputs, targets, step_size, states, teacher_states):
+        teacher_logits = None
+        if teacher is not None:
+            teacher_output = teacher(inputs, training=False, states=teacher_states, return_states=True)
+            teacher_logits = tf.stop_gradient(teacher_output.logits)
+            teacher_states = teacher_output.states
+        with tf.GradientTape() as tape:
+            output = model(inputs, training=True, states=states, return_states=True)
+            if loss is None:
+                token_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=targets, logits=output.logits
+                )
+            else:
+                token_losses = loss.per_example(targets, teacher_logits, output.logits)
+            data_loss = tf.reduce_mean(token_losses)
+            total_loss = data_loss + alpha_ar * output.activation_penalty + beta_tar * output.temporal_penalty
+        gradients = tape.gradient(total_loss, variables)
+        gradients, _ = tf.clip_by_global_norm(gradients, clip)
+        # PyTorch SGD's coupled weight decay, added after clipping: w ← w - lr·(clip(g) + wd·w).
+        for variable, gradient in zip(variables, gradients, strict=True):
+            value = tf.convert_to_tensor(variable)
+            variable.assign_sub(step_size * (tf.convert_to_tensor(gradient) + weight_decay * value))
+        return data_loss, output.states, teacher_states
+
+    return train_step
+
+
+def _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono):
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("lr", lr, 0.0),
+        ("clip", clip, 0.0),
+        ("weight_decay", weight_decay, 0.0),
+        ("nonmono", nonmono, 0),
+    ):
+        if value < low or (name in ("lr", "clip") and value == 0):
+            bound = "> 0" if name in ("lr", "clip") else f">= {low}"
+            raise ValueError(f"`{name}` must be {bound}. Received: {name}={value}")
+    if model.num_words != corpus.num_words:
+        raise ValueError(
+            f"The model predicts {model.num_words} words but the corpus has {corpus.num_words}. "
+            f"Received: model.num_words={model.num_words}"
+        )
+    if teacher is not None and teacher.num_words != model.num_words:
+        raise ValueError(
+            f"Teacher and student must share the vocabulary. Received: teacher.num_words="
+            f"{teacher.num_words}, model.num_words={model.num_words}"
+        )
+    if loss is not None and teacher is None and loss.payload_size(corpus.num_words):
+        raise ValueError(
+            f"`loss` {loss.name!r} needs teacher outputs, but `teacher` is None. Received: teacher=None"
+        )
+
+
+def train_language_model(
+    *,
+    model,
+    corpus,
+    epochs: int,
+    teacher=None,
+    loss=None,
+    lr: float = 30.0,
+    clip: float = 0.25,
+    weight_decay: float = 1.2e-6,
+    alpha_ar: float = 2.0,
+    beta_tar: float = 1.0,
+    nonmono: int = 5,
+    averaging: bool = True,
+    max_windows_per_epoch: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Trains a stateful language model (AWD-LSTM's recipe), alone or distilled from a teacher.
+
+    Each epoch resets the lanes' states to zero and walks `corpus.train_windows(epoch)` (AWD-LSTM's random
+    BPTT lengths), carrying the student's state, and the teacher's, from window to window. One window is
+    one step:
+
+    - loss: the mean over the window's `lanes × length` tokens of plain cross-entropy (`loss=None`) or of
+      `loss.per_example(targets, teacher_logits, student_logits)` (every token is an example, `M` = the
+      vocabulary), plus `alpha_ar`·AR + `beta_tar`·TAR from the model's `LanguageModelOutput`;
+    - teacher: always called with `training=False`, never updated;
+    - update: SGD with the gradient clipped to global norm `clip`, coupled weight decay, and the learning
+      rate `lr` times the window's `lr_scale` (length / bptt).
+
+    After every epoch the validation perplexity is measured (fixed windows, fresh state). NT-ASGD: while
+    plain SGD runs, if `should_start_averaging(earlier validation losses, this one, nonmono)` holds, every
+    later step also updates a running mean of the weights (`WeightAverager`), and from then on validation
+    (and model selection) uses the averaged weights. The weights with the best validation loss are kept;
+    at the end they are loaded into `model` and the test perplexity is measured with them.
+
+    Single device, float32. The state is passed explicitly (see `models.awd_lstm.AWDLSTM`): `model` and
+    `teacher` need `num_words`, `initial_states(batch_size)` and a call
+    `(ids, training=, states=, return_states=True)` returning `logits`, `states`, `activation_penalty`,
+    `temporal_penalty`.
+
+    Args:
+        model: the model to train (teacher or student).
+        corpus: a `data.ptb.Corpus` (lanes, windows, vocabulary).
+        epochs: number of passes over the training stream.
+        teacher: a trained model to distill from, or `None`.
+        loss: a `kd_tf.losses` distillation loss, or `None` for plain cross-entropy.
+        lr: base learning rate (AWD-LSTM: 30).
+        clip: global gradient-norm bound (0.25).
+        weight_decay: L2 coefficient added to the gradient (1.2e-6).
+        alpha_ar: weight of activation regularisation (2).
+        beta_tar: weight of temporal activation regularisation (1).
+        nonmono: NT-ASGD's patience in evaluations (5).
+        averaging: whether NT-ASGD may switch to averaged weights (False: plain SGD throughout).
+        max_windows_per_epoch: stop each epoch after this many windows (quick runs); `None`: whole stream.
+        log: called with one progress line per epoch; `None` for silence.
+
+    Returns:
+        A dict: `history` (per epoch: `train_loss`, `val_loss`, `val_ppl`, `averaged`, `wall_time`,
+        `tokens_per_second`), `val_ppl` (best), `test_ppl` (of the kept weights), `averaging_epoch` (first
+        epoch trained with averaging, 1-based, or `None`), `epochs`.
+    """
+    _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono)
+    log = log or (lambda line: None)
+    train_step = _make_train_step(
+        model,
+        teacher,
+        loss,
+        corpus.batch_size,
+        clip=float(clip),
+        weight_decay=float(weight_decay),
+        alpha_ar=float(alpha_ar),
+        beta_tar=float(beta_tar),
+    )
+    evaluation = _make_cross_entropy_sum(model, corpus.eval_batch_size)
+    variables = model.trainable_variables
+    history = {
+        key: [] for key in ("train_loss", "val_loss", "val_ppl", "averaged", "wall_time", "tokens_per_second")
+    }
+    validation_losses = []
+    best_loss, best_weights = math.inf, None
+    averager, averaging_epoch = None, None
+
+    for epoch in range(epochs):
+        epoch_start = time.perf_counter()
+        states = model.initial_states(corpus.batch_size)
+        teacher_states = teacher.initial_states(corpus.batch_size) if teacher is not None else []
+        loss_sum, token_count = 0.0, 0
+        for index, window in enumerate(corpus.train_windows(epoch)):
+            if max_windows_per_epoch is not None and index >= max_windows_per_epoch:
+                break
+            data_loss, states, teacher_states = train_step(
+                window.inputs,
+                window.targets,
+                tf.constant(lr * window.lr_scale, tf.float32),
+                states,
+                teacher_states,
+            )
+            if averager is not None:
+                averager.update()
+            tokens = window.inputs.size
+            loss_sum += float(data_loss) * tokens
+            token_count += tokens
+        train_time = time.perf_counter() - epoch_start
+
+        averaged = averager is not None
+        with averager.swapped_in() if averaged else contextlib.nullcontext():
+            val_loss = _mean_cross_entropy(evaluation, model, corpus, "valid", None)
+            improved = val_loss < best_loss
+            if improved:
+                best_loss = val_loss
+                best_weights = [np.array(variable.numpy()) for variable in variables]
+        if not averaged:
+            if averaging and should_start_averaging(validation_losses, val_loss, nonmono):
+                averager = WeightAverager(variables)
+                averaging_epoch = epoch + 2
+            validation_losses.append(val_loss)
+
+        wall_time = time.perf_counter() - epoch_start
+        history["train_loss"].append(loss_sum / max(token_count, 1))
+        history["val_loss"].append(val_loss)
+        history["val_ppl"].append(perplexity(val_loss))
+        history["averaged"].append(averaged)
+        history["wall_time"].append(wall_time)
+        history["tokens_per_second"].append(token_count / train_time)
+        log(
+            f"epoch {epoch + 1:4d}/{epochs} | train loss {history['train_loss'][-1]:.4f} | "
+            f"val ppl {history['val_ppl'][-1]:9.2f}{' *' if improved else '  '} | "
+            f"{'averaged' if averaged else 'sgd     '} | "
+            f"{history['tokens_per_second'][-1]:8.0f} tok/s | {wall_time:7.1f} s"
+            + (" | switching to averaged SGD" if averaging_epoch == epoch + 2 else "")
+        )
+
+    if best_weights is not None:
+        for variable, value in zip(variables, best_weights, strict=True):
+            variable.assign(value)
+    test_loss = _mean_cross_entropy(evaluation, model, corpus, "test", None)
+    result = {
+        "history": history,
+        "val_ppl": perplexity(best_loss),
+        "test_ppl": perplexity(test_loss),
+        "averaging_epoch": averaging_epoch,
+        "epochs": epochs,
+    }
+    log(f"best val ppl {result['val_ppl']:.2f} | test ppl {result['test_ppl']:.2f}")
+    return result
+
+
+def measure_training_throughput(
+    model,
+    *,
+    batch_size: int = 20,
+    bptt: int = 70,
+    steps: int = 3,
+    teacher=None,
+    loss=None,
+    seed: int = 0,
+) -> float:
+    """Training tokens per second of `train_language_model`'s step on random ids (after one warm-up step).
+
+    Times `steps` steps of `[batch_size, bptt]` windows with the full recipe (AR/TAR, clipping, weight
+    decay, and the teacher's forward pass when `teacher` is given).
+    """
+    if steps < 1:
+        raise ValueError(f"`steps` must be >= 1. Received: steps={steps}")
+    train_step = _make_train_step(
+        model, teacher, loss, batch_size, clip=0.25, weight_decay=1.2e-6, alpha_ar=2.0, beta_tar=1.0
+    )
+    rng = np.random.default_rng(seed)
+    stream = rng.integers(0, model.num_words, (batch_size, bptt * (steps + 1) + 1), dtype=np.int32)
+    states = model.initial_states(batch_size)
+    teacher_states = teacher.initial_states(batch_size) if teacher is not None else []
+    step_size = tf.constant(1.0, tf.float32)
+    start = None
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()
+        window = stream[:, step * bptt : (step + 1) * bptt + 1]
+        data_loss, states, teacher_states = train_step(
+            window[:, :-1], window[:, 1:], step_size, states, teacher_states
+        )
+        float(data_loss)
+    return steps * batch_size * bptt / (time.perf_counter() - start)

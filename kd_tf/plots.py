@@ -1,0 +1,259 @@
+"""The paper's figures as small PNG files, drawn from `kd_tf.analysis` results."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from kd_tf.analysis import pearson
+
+# Modest resolution keeps every figure well under 200 KB.
+_DPI = 100
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    # A bare Figure on the Agg canvas: no pyplot global state, no GUI backend, safe in threads.
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path) -> str:
+    path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"`path` must end in .png. Received: path={path!r}")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    buffer.seek(0)
+    # A 256-colour palette (no dithering) stores a noisy 100-class heatmap in a quarter of RGBA's bytes.
+    with Image.open(buffer) as image:
+        palette_image = image.convert("RGB").quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    palette_image.save(path, format="PNG", optimize=True)
+    return path
+
+
+def _subsample(max_points: int, *arrays):
+    # Tens of thousands of markers add nothing visible but bytes; a fixed seed keeps figures stable.
+    size = len(arrays[0])
+    if size <= max_points:
+        return arrays
+    chosen = np.sort(np.random.default_rng(0).choice(size, max_points, replace=False))
+    return tuple(np.asarray(array)[chosen] for array in arrays)
+
+
+def _off_diagonal_range(matrix) -> tuple[float | None, float | None]:
+    values = np.asarray(matrix, dtype=np.float64)[~np.eye(len(matrix), dtype=bool)]
+    values = values[np.isfinite(values)]
+    if values.size == 0 or values.min() == values.max():
+        return None, None
+    return float(values.min()), float(values.max())
+
+
+def correlation_heatmaps(
+    matrices: Mapping[str, np.ndarray],
+    path,
+    boundaries: Sequence[int] = (),
+    title: str | None = None,
+    value_range: tuple[float, float] | str | None = "off_diagonal",
+    colorbar_label: str = "Pearson correlation",
+) -> str:
+    """Figures 1 and 4: class-by-class heatmaps side by side, each with its colour bar.
+
+    Args:
+        matrices: panel title -> `[M, M]` matrix (already sorted by super-class).
+        path: PNG file to write.
+        boundaries: class positions where a new super-class starts, marked by ticks on the axes
+            (lines across the panel would hide the blocks the figure is meant to show).
+        title: optional title over all panels.
+        value_range: `"off_diagonal"` (default) scales each panel's colours to its off-diagonal
+            entries, so that the diagonal (always 1) saturates instead of flattening the rest;
+            `"off_diagonal_shared"` uses one range over the off-diagonal entries of all panels
+            (for comparing teachers, Figure 4); a `(low, high)` pair fixes the range; `None`
+            scales each panel to all of its entries.
+        colorbar_label: colour-bar label; panels whose title contains "cosine" are labelled
+            "cosine similarity".
+    """
+    if not matrices:
+        raise ValueError("`matrices` must hold at least one matrix. Received: {}")
+    for name, matrix in matrices.items():
+        if np.ndim(matrix) != 2 or np.shape(matrix)[0] != np.shape(matrix)[1]:
+            raise ValueError(f"Every matrix must be square. Received: {name!r} of shape {np.shape(matrix)}")
+    if isinstance(value_range, str) and value_range not in ("off_diagonal", "off_diagonal_shared"):
+        raise ValueError(
+            "`value_range` must be 'off_diagonal', 'off_diagonal_shared', a (low, high) pair or "
+            "None. "
+            f"Received: value_range={value_range!r}"
+        )
+    if value_range == "off_diagonal_shared":
+        ranges = [_off_diagonal_range(matrix) for matrix in matrices.values()]
+        lows = [low for low, _ in ranges if low is not None]
+        highs = [high for _, high in ranges if high is not None]
+        value_range = (min(lows), max(highs)) if lows else None
+    figure = _new_figure(3.6 * len(matrices), 3.4)
+    axes = figure.subplots(1, len(matrices), squeeze=False)[0]
+    for index, (axis, (name, matrix)) in enumerate(zip(axes, matrices.items(), strict=True)):
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if value_range == "off_diagonal":
+            vmin, vmax = _off_diagonal_range(matrix)
+        elif value_range is None:
+            vmin, vmax = None, None
+        else:
+            vmin, vmax = value_range
+        image = axis.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        if boundaries:
+            positions = [boundary - 0.5 for boundary in boundaries]
+            axis.set_xticks(positions, minor=True)
+            axis.set_yticks(positions, minor=True)
+            axis.tick_params(which="minor", length=2, width=0.5)
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("class (sorted by super-class)", fontsize=8)
+        if index == 0:
+            axis.set_ylabel("class (sorted by super-class)", fontsize=8)
+        axis.tick_params(labelsize=7)
+        label = "cosine similarity" if "cosine" in name.lower() else colorbar_label
+        colorbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.03)
+        colorbar.set_label(label, fontsize=8)
+        colorbar.ax.tick_params(labelsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def rescaling_scatter(
+    teacher_probs,
+    w,
+    path,
+    title: str = "Gradient rescaling against teacher confidence",
+    max_points: int = 5000,
+) -> str:
+    """Figure 2: per-example rescaling factor `w` against the teacher's `q^T_t`, with Pearson r."""
+    teacher_probs = np.asarray(teacher_probs, dtype=np.float64).ravel()
+    w = np.asarray(w, dtype=np.float64).ravel()
+    if teacher_probs.shape != w.shape or teacher_probs.size == 0:
+        raise ValueError(
+            "`teacher_probs` and `w` must be non-empty and equally long. "
+            f"Received: {teacher_probs.size} and {w.size}"
+        )
+    correlation = pearson(teacher_probs, w)
+    shown_probs, shown_w = _subsample(max_points, teacher_probs, w)
+    figure = _new_figure(4.5, 3.5)
+    axis = figure.subplots()
+    axis.scatter(shown_probs, shown_w, s=3, alpha=0.3, linewidths=0, rasterized=True)
+    axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    # w explodes where the student is already sure (CE's gradient 2(1 - p_t) -> 0).
+    positive = w[w > 0]
+    if positive.size and positive.max() / positive.min() > 100:
+        axis.set_yscale("log")
+    axis.set_xlabel("teacher probability of the true class $q^T_t$")
+    axis.set_ylabel("rescaling factor $w$ (ℓ1 grad. ratio to CE)")
+    suffix = f" (Pearson r = {correlation:.3f})" if correlation is not None else ""
+    axis.set_title(title + suffix, fontsize=9)
+    return _save(figure, path)
+
+
+def topk_uplift(
+    ks,
+    uplifts,
+    path,
+    stds=None,
+    title: str = "KD-topk uplift over KD",
+    ylabel: str = "accuracy uplift over KD (points)",
+) -> str:
+    """Figure 3: KD-topk's gain over KD against `k` (log-scaled `k` when it spans > 20×)."""
+    ks = np.asarray(ks, dtype=np.float64).ravel()
+    uplifts = np.asarray(uplifts, dtype=np.float64).ravel()
+    if ks.shape != uplifts.shape or ks.size == 0:
+        raise ValueError(
+            f"`ks` and `uplifts` must be non-empty and equally long. Received: {ks.size} and {uplifts.size}"
+        )
+    if stds is not None:
+        stds = np.asarray(stds, dtype=np.float64).ravel()
+        if stds.shape != ks.shape:
+            raise ValueError(f"`stds` must match `ks`. Received: {stds.size} and {ks.size}")
+    order = np.argsort(ks)
+    figure = _new_figure(4.5, 3.2)
+    axis = figure.subplots()
+    axis.errorbar(
+        ks[order],
+        uplifts[order],
+        yerr=None if stds is None else stds[order],
+        marker="o",
+        markersize=4,
+        capsize=3,
+    )
+    axis.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    if ks.min() > 0 and ks.max() / ks.min() > 20:
+        axis.set_xscale("log")
+    axis.set_xlabel("k (teacher classes kept)")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    return _save(figure, path)
+
+
+def probability_histograms(
+    probabilities: Mapping[str, np.ndarray],
+    path,
+    bins: int = 40,
+    title: str = "Teacher probability of the true class",
+) -> str:
+    """Figure 5: overlaid histograms of the teacher's `q^T_t`, one per teacher (e.g. without/with LS)."""
+    if not probabilities:
+        raise ValueError("`probabilities` must hold at least one array. Received: {}")
+    if bins < 1:
+        raise ValueError(f"`bins` must be >= 1. Received: bins={bins}")
+    figure = _new_figure(4.5, 3.2)
+    axis = figure.subplots()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for label, values in probabilities.items():
+        values = np.asarray(values, dtype=np.float64).ravel()
+        axis.hist(values, bins=edges, alpha=0.5, label=f"{label} (mean {values.mean():.2f})")
+    axis.set_xlabel("teacher probability of the true class $q^T_t$")
+    axis.set_ylabel("number of examples")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def geometry_scatter(
+    teacher_probs,
+    distances,
+    path,
+    title: str = "Logit-layer geometry (Proposition 1)",
+    max_points: int = 5000,
+) -> str:
+    """Distance `‖h - w_i‖` from the student's penultimate activation to each wrong class's weight
+    vector, against the teacher's `q^T_i` (log scale), with Pearson r.
+
+    Pass `analysis.logit_geometry(...)`'s arrays restricted to its `wrong_class` mask.
+    """
+    teacher_probs = np.asarray(teacher_probs, dtype=np.float64).ravel()
+    distances = np.asarray(distances, dtype=np.float64).ravel()
+    if teacher_probs.shape != distances.shape or teacher_probs.size == 0:
+        raise ValueError(
+            "`teacher_probs` and `distances` must be non-empty and equally long. "
+            f"Received: {teacher_probs.size} and {distances.size}"
+        )
+    correlation = pearson(teacher_probs, distances)
+    shown_probs, shown_distances = _subsample(max_points, teacher_probs, distances)
+    figure = _new_figure(4.5, 3.5)
+    axis = figure.subplots()
+    axis.scatter(
+        np.maximum(shown_probs, 1e-12), shown_distances, s=3, alpha=0.3, linewidths=0, rasterized=True
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("teacher probability of the class $q^T_i$ (wrong classes)")
+    axis.set_ylabel("distance $\\|h - w_i\\|$")
+    suffix = f" (Pearson r = {correlation:.3f})" if correlation is not None else ""
+    axis.set_title(title + suffix, fontsize=9)
+    return _save(figure, path)

@@ -1,0 +1,29 @@
+"""Model builders: every builder returns a `keras.Model` mapping inputs to float32 logits."""
+
+from __future__ import annotations
+
+import importlib
+
+# Flag name -> (module, builder). Builders take `num_classes` plus keyword options and return a model whose
+# output is logits (no softmax), float32 even under a mixed-precision policy.
+_BUILDERS = {
+    "mlp": ("models.mlp", "mlp"),
+    "resnet20": ("models.resnet_cifar", "resnet20"),
+    "resnet32": ("models.resnet_cifar", "resnet32"),
+    "resnet56": ("models.resnet_cifar", "resnet56"),
+    "resnet110": ("models.resnet_cifar", "resnet110"),
+    "resnet50": ("models.resnet_imagenet", "resnet50"),
+    "resnet101": ("models.resnet_imagenet", "resnet101"),
+    "resnet152": ("models.resnet_imagenet", "resnet152"),
+    "awd_lstm": ("models.awd_lstm", "awd_lstm"),
+}
+
+NAMES = tuple(_BUILDERS)
+
+
+def builder(name: str):
+    """Returns the builder function registered under `name`."""
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(NAMES)}.")
+    module_name, function_name = _BUILDERS[name]
+    return getattr(importlib.import_module(module_name), function_name)

@@ -1,0 +1,188 @@
+"""The Distiller: frozen teacher, student-only updates, distribution, mixed precision, offline targets."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kd_tf
+from kd_tf import losses
+
+NUM_CLASSES, DIM = 5, 8
+
+
+def mlp(width, name, seed, batch_norm=True):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((DIM,))
+    hidden = keras.layers.Dense(width, activation="tanh")(inputs)
+    if batch_norm:
+        # Per-replica batch statistics differ from the global batch's (unless `synchronized=True`).
+        hidden = keras.layers.BatchNormalization()(hidden)
+    logits = keras.layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(hidden)
+    return keras.Model(inputs, logits, name=name)
+
+
+def data(size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = rng.normal(size=(size, DIM)).astype(np.float32)
+    labels = (inputs[:, :NUM_CLASSES].argmax(axis=1)).astype(np.int32)
+    return inputs, labels
+
+
+def weights(model):
+    return [np.array(v) for v in model.weights]
+
+
+def test_fit_updates_the_student_only_and_reports_metrics():
+    teacher, student = mlp(32, "teacher", 1), mlp(4, "student", 2)
+    teacher_before, student_before = weights(teacher), weights(student)
+    distiller = kd_tf.Distiller(student, teacher, losses.get("kd", temperature=2.0, alpha=0.5))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    inputs, labels = data()
+    history = distiller.fit(inputs, labels, batch_size=16, epochs=2, verbose=0)
+    for before, after in zip(teacher_before, weights(teacher), strict=True):
+        np.testing.assert_array_equal(before, after)  # includes BatchNorm moving statistics
+    assert any(not np.allclose(b, a) for b, a in zip(student_before, weights(student), strict=True))
+    assert set(history.history) == {"loss", "hard_loss", "soft_loss", "accuracy", "top5_accuracy"}
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][1] < history.history["loss"][0]
+    results = distiller.evaluate(inputs, labels, verbose=0, return_dict=True)
+    assert 0.0 <= results["accuracy"] <= 1.0
+    np.testing.assert_allclose(distiller.predict(inputs, verbose=0), student.predict(inputs, verbose=0))
+
+
+def test_the_reported_loss_is_the_loss_on_the_batch():
+    teacher, student = mlp(32, "teacher", 1), mlp(4, "student", 2)
+    loss = losses.get("kd_topk", topk=2, temperature=3.0, alpha=0.8)
+    distiller = kd_tf.Distiller(student, teacher, loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    inputs, labels = data(16)
+    results = distiller.evaluate(inputs, labels, batch_size=16, verbose=0, return_dict=True)
+    expected = loss.per_example(labels, teacher(inputs), student(inputs)).numpy().mean()
+    np.testing.assert_allclose(results["loss"], expected, rtol=1e-5)
+
+
+def one_step_weights(strategy, loss_name="kd"):
+    with strategy.scope():
+        teacher, student = mlp(16, "teacher", 1), mlp(6, "student", 2, batch_norm=False)
+        distiller = kd_tf.Distiller(student, teacher, losses.get(loss_name, temperature=2.0, alpha=0.7))
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    inputs, labels = data(32)
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(32)
+    distiller.fit(dataset, epochs=1, verbose=0)
+    return [np.array(v) for v in student.trainable_weights]
+
+
+@pytest.mark.parametrize("loss_name", ["kd", "kd_pt"])
+def test_mirrored_strategy_over_two_devices_makes_the_single_device_update(strategies, loss_name):
+    one_device, mirrored_strategy = strategies
+    assert mirrored_strategy.num_replicas_in_sync == 2
+    single = one_step_weights(one_device, loss_name)
+    mirrored = one_step_weights(mirrored_strategy, loss_name)
+    for one, two in zip(single, mirrored, strict=True):
+        np.testing.assert_allclose(one, two, atol=1e-5)
+
+
+def test_weight_decay_is_counted_once_under_mirrored_strategy(strategies):
+    def run(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(4)
+            inputs = keras.Input((DIM,))
+            logits = keras.layers.Dense(
+                NUM_CLASSES, name="logits", kernel_regularizer=keras.regularizers.L2(0.5)
+            )(inputs)
+            student = keras.Model(inputs, logits)
+            distiller = kd_tf.Distiller(student, None, losses.get("student"))
+            distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        distiller.fit(*data(32), batch_size=32, epochs=1, verbose=0)
+        return np.array(student.trainable_weights[0])
+
+    one_device, mirrored = strategies
+    np.testing.assert_allclose(run(one_device), run(mirrored), atol=1e-5)
+
+
+def test_mixed_float16_step_with_loss_scaling():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    teacher, student = mlp(16, "teacher", 1), mlp(6, "student", 2)
+    assert student.layers[1].compute_dtype == "float16"
+    before = weights(student)
+    distiller = kd_tf.Distiller(student, teacher, losses.get("kd_topk", topk=2))
+    optimizer = kd_tf.runtime.wrap_optimizer(keras.optimizers.SGD(0.1), "mixed_float16")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    distiller.compile(optimizer=optimizer)
+    history = distiller.fit(*data(32), batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.allclose(b, a) for b, a in zip(before, weights(student), strict=True))
+
+
+def cached_targets(loss, teacher, inputs, labels):
+    payload = loss.teacher_payload(tf.constant(labels), teacher(inputs, training=False))
+    return kd_tf.pack_targets(labels, payload).numpy()
+
+
+@pytest.mark.parametrize("name", ["kd", "kd_pt", "kd_topk"])
+def test_offline_distiller_gives_the_online_loss(name):
+    teacher, student = mlp(32, "teacher", 1), mlp(4, "student", 2)
+    loss = losses.get(name, temperature=2.0, alpha=0.6, **({"topk": 2} if name == "kd_topk" else {}))
+    inputs, labels = data(16)
+    online = kd_tf.Distiller(student, teacher, loss)
+    offline = kd_tf.Distiller(student, None, loss)
+    for model in (online, offline):
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+    targets = cached_targets(loss, teacher, inputs, labels)
+    online_result = online.evaluate(inputs, labels, batch_size=16, verbose=0, return_dict=True)
+    offline_result = offline.evaluate(inputs, targets, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(offline_result["loss"], online_result["loss"], rtol=1e-6)
+
+
+def test_plain_student_fit_on_cached_teacher_outputs():
+    teacher, student = mlp(32, "teacher", 1), mlp(4, "student", 2)
+    loss = losses.get("kd_topk", topk=2, temperature=2.0, alpha=0.9)
+    inputs, labels = data(64)
+    targets = cached_targets(loss, teacher, inputs, labels)
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(16)
+    student.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+    first = student.evaluate(dataset, verbose=0)
+    expected = loss.per_example(labels, teacher(inputs), student(inputs)).numpy().mean()
+    np.testing.assert_allclose(first, expected, rtol=1e-5)
+    history = student.fit(dataset, epochs=5, verbose=0)
+    assert history.history["loss"][-1] < first
+
+
+def test_teacher_and_student_over_different_classes_are_refused():
+    inputs = keras.Input((DIM,))
+    other = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES + 1)(inputs))
+    with pytest.raises(ValueError, match="6 classes but the student 5"):
+        kd_tf.Distiller(mlp(4, "student", 2), other, losses.get("kd"))
+
+
+def test_the_loss_must_be_a_distillation_loss():
+    with pytest.raises(ValueError, match="DistillationLoss"):
+        kd_tf.Distiller(mlp(4, "student", 2), mlp(8, "teacher", 1), keras.losses.KLDivergence())
+
+
+def test_sequence_models_distil_every_position():
+    """A language model's `[batch, time]` labels: each position is an example."""
+
+    def sequence_model(width, seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((7,), dtype="int32")
+        hidden = keras.layers.Embedding(NUM_CLASSES, width)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(hidden))
+
+    teacher, student = sequence_model(16, 1), sequence_model(4, 2)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, NUM_CLASSES, size=(8, 8)).astype(np.int32)
+    loss = losses.get("kd_topk", topk=3)
+    distiller = kd_tf.Distiller(student, teacher, loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    results = distiller.evaluate(tokens[:, :-1], tokens[:, 1:], batch_size=8, verbose=0, return_dict=True)
+    expected = loss.per_example(tokens[:, 1:], teacher(tokens[:, :-1]), student(tokens[:, :-1]))
+    np.testing.assert_allclose(results["loss"], expected.numpy().mean(), rtol=1e-5)
+
+
+def test_class_vectors_are_the_logit_kernel_columns():
+    teacher = mlp(8, "teacher", 1)
+    vectors = kd_tf.class_vectors(teacher)
+    assert vectors.shape == (8, NUM_CLASSES)
+    np.testing.assert_array_equal(vectors, np.array(teacher.get_layer("logits").kernel))

@@ -1,0 +1,210 @@
+"""Tests of the language-model recipe: SGD step, NT-ASGD switch and averaging, perplexity, distillation."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import ptb
+from kd_tf import language_model as lm
+from kd_tf import losses
+from models.awd_lstm import awd_lstm
+
+NO_DROPOUT = {
+    "dropout": 0.0,
+    "dropout_hidden": 0.0,
+    "dropout_input": 0.0,
+    "dropout_embedding": 0.0,
+    "weight_drop": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("ptb"))
+    return ptb.write_toy_corpus(directory, train_lines=300, valid_lines=60, test_lines=60, seed=1)
+
+
+@pytest.fixture
+def corpus(corpus_dir):
+    return ptb.load_corpus(corpus_dir, batch_size=8, eval_batch_size=4, bptt=12, seed=0)
+
+
+def _model(corpus, embedding_size=8, hidden_size=16, **options):
+    return awd_lstm(
+        corpus.num_words, embedding_size=embedding_size, hidden_size=hidden_size, seed=5, **options
+    )
+
+
+def test_should_start_averaging_on_a_synthetic_sequence():
+    assert not lm.should_start_averaging([], 9.0, nonmono=5)
+    # Fewer than nonmono + 1 earlier evaluations: never.
+    assert not lm.should_start_averaging([5.0, 4.0, 6.0, 7.0, 8.0], 9.0, nonmono=5)
+    # Best of all but the last 2 of [5, 4, 3, 3.5, 3.6] is 3.
+    assert lm.should_start_averaging([5.0, 4.0, 3.0, 3.5, 3.6], 3.01, nonmono=2)
+    assert not lm.should_start_averaging([5.0, 4.0, 3.0, 3.5, 3.6], 2.99, nonmono=2)
+    # A whole run: the loss stalls from the 4th evaluation on; with nonmono = 3 the trigger fires at the
+    # first evaluation that is worse than the best one outside the 3-evaluation window.
+    sequence = [6.0, 5.0, 4.0, 4.2, 4.1, 4.05, 4.3, 4.01]
+    fired = [
+        index
+        for index in range(len(sequence))
+        if lm.should_start_averaging(sequence[:index], sequence[index], nonmono=3)
+    ]
+    assert fired == [6, 7]
+    with pytest.raises(ValueError, match="nonmono=-1"):
+        lm.should_start_averaging([1.0], 2.0, nonmono=-1)
+
+
+def test_weight_averager_keeps_the_mean_since_the_switch_and_swaps_back():
+    variable = tf.Variable([0.0, 10.0])
+    averager = lm.WeightAverager([variable])
+    for value in ([1.0, 2.0], [2.0, 4.0], [6.0, 0.0]):
+        variable.assign(value)
+        averager.update()
+    np.testing.assert_allclose(averager.averages[0].numpy(), [3.0, 2.0])
+    with averager.swapped_in():
+        np.testing.assert_allclose(variable.numpy(), [3.0, 2.0])
+    np.testing.assert_allclose(variable.numpy(), [6.0, 0.0])
+
+
+def test_perplexity():
+    assert lm.perplexity(math.log(42.0)) == pytest.approx(42.0)
+    assert lm.perplexity(1e6) == math.inf
+
+
+def test_evaluation_matches_one_pass_over_whole_lanes(corpus):
+    model = _model(corpus)
+    lanes = corpus.lanes("valid")
+    logits = model(lanes[:, :-1])
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=lanes[:, 1:], logits=logits)
+    expected = math.exp(float(tf.reduce_mean(cross_entropy)))
+    assert lm.evaluate_perplexity(model, corpus, "valid") == pytest.approx(expected, rel=1e-5)
+    # An untrained model is close to uniform over the vocabulary.
+    assert 0.8 * corpus.num_words < expected < 1.2 * corpus.num_words
+
+
+def test_teacher_logits_do_not_depend_on_window_cuts(corpus):
+    teacher = _model(corpus)
+    streams = [
+        np.concatenate([logits for _, logits in lm.teacher_logits_stream(teacher, corpus, "valid", bptt)], 1)
+        for bptt in (7, 30)
+    ]
+    np.testing.assert_allclose(streams[0], streams[1], rtol=1e-5, atol=1e-5)
+    lanes = corpus.lanes("valid")
+    assert streams[0].shape == (4, lanes.shape[1] - 1, corpus.num_words)
+
+
+def test_train_step_is_clipped_sgd_with_coupled_weight_decay(corpus):
+    model = _model(corpus, **NO_DROPOUT)
+    step = lm._make_train_step(
+        model, None, None, corpus.batch_size, clip=0.1, weight_decay=0.01, alpha_ar=2.0, beta_tar=1.0
+    )
+    window = next(corpus.train_windows(0))
+    variables = model.trainable_variables
+    before = [variable.numpy().copy() for variable in variables]
+    states = model.initial_states(corpus.batch_size)
+    with tf.GradientTape() as tape:
+        output = model(window.inputs, states=states, return_states=True)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=window.targets, logits=output.logits
+        )
+        total = (
+            tf.reduce_mean(cross_entropy) + 2.0 * output.activation_penalty + 1.0 * output.temporal_penalty
+        )
+    gradients = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(total, variables)]
+    norm = np.sqrt(sum(np.sum(g**2) for g in gradients))
+    assert norm > 0.1, "the test needs a gradient that clipping shortens"
+    data_loss, _, _ = step(window.inputs, window.targets, tf.constant(0.7), states, [])
+    assert float(data_loss) == pytest.approx(float(tf.reduce_mean(cross_entropy)), rel=1e-5)
+    for variable, old, gradient in zip(variables, before, gradients, strict=True):
+        expected = old - 0.7 * (gradient * 0.1 / norm + 0.01 * old)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_few_epochs_of_teacher_training_reduce_perplexity(corpus):
+    model = _model(corpus, **NO_DROPOUT)
+    initial = lm.evaluate_perplexity(model, corpus)
+    lines = []
+    result = lm.train_language_model(
+        model=model, corpus=corpus, epochs=2, lr=10.0, nonmono=5, log=lines.append
+    )
+    history = result["history"]
+    assert len(lines) == 3 and lines[0].startswith("epoch    1/2")
+    assert result["val_ppl"] == pytest.approx(min(history["val_ppl"]))
+    assert result["val_ppl"] < 0.75 * initial
+    assert history["train_loss"][1] < history["train_loss"][0] < math.log(corpus.num_words) + 0.1
+    assert math.isfinite(result["test_ppl"]) and result["test_ppl"] < 0.75 * initial
+    assert all(time > 0 for time in history["wall_time"])
+    assert result["averaging_epoch"] is None
+    # The model keeps the best weights: evaluating it again gives the reported perplexity.
+    assert lm.evaluate_perplexity(model, corpus) == pytest.approx(result["val_ppl"], rel=1e-5)
+
+
+def test_kd_topk_student_trains_from_a_frozen_teacher(corpus):
+    teacher = _model(corpus, embedding_size=10, hidden_size=20)
+    student = _model(corpus, embedding_size=6, hidden_size=12)
+    teacher_weights = [variable.numpy().copy() for variable in teacher.trainable_variables]
+    student_weights = [variable.numpy().copy() for variable in student.trainable_variables]
+    loss = losses.get("kd_topk", topk=3, temperature=2.0, alpha=0.5)
+    result = lm.train_language_model(
+        model=student,
+        teacher=teacher,
+        loss=loss,
+        corpus=corpus,
+        epochs=1,
+        lr=5.0,
+        max_windows_per_epoch=4,
+        log=None,
+    )
+    assert np.isfinite(result["history"]["train_loss"][0])
+    assert result["history"]["train_loss"][0] > 0
+    assert math.isfinite(result["val_ppl"]) and math.isfinite(result["test_ppl"])
+    for variable, value in zip(teacher.trainable_variables, teacher_weights, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    assert any(
+        np.abs(variable.numpy() - value).max() > 0
+        for variable, value in zip(student.trainable_variables, student_weights, strict=True)
+    )
+
+
+def test_nt_asgd_switches_evaluates_averages_and_keeps_the_best_weights(corpus, monkeypatch):
+    model = _model(corpus, **NO_DROPOUT)
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 4.2, 3.9])  # five validations, then the test evaluation
+    seen = []
+
+    def scripted_loss(evaluation, model_, corpus_, split, bptt):
+        seen.append((split, [variable.numpy().copy() for variable in model.trainable_variables]))
+        return next(scripted)
+
+    monkeypatch.setattr(lm, "_mean_cross_entropy", scripted_loss)
+    result = lm.train_language_model(
+        model=model, corpus=corpus, epochs=5, lr=1.0, nonmono=1, max_windows_per_epoch=2, log=None
+    )
+    # Evaluation 4 (4.6) is worse than the best before the last one (min(5, 4) = 4): averaging starts
+    # with epoch 5.
+    assert result["averaging_epoch"] == 5
+    assert result["history"]["averaged"] == [False, False, False, False, True]
+    assert [split for split, _ in seen] == ["valid"] * 5 + ["test"]
+    assert result["val_ppl"] == pytest.approx(math.exp(4.0))
+    assert result["test_ppl"] == pytest.approx(math.exp(3.9))
+    # The weights of evaluation 2 (the best) are loaded back before the test evaluation.
+    for tested, best in zip(seen[5][1], seen[1][1], strict=True):
+        np.testing.assert_array_equal(tested, best)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(seen[4][1], seen[3][1], strict=True))
+
+
+def test_bad_arguments_are_refused(corpus):
+    model = _model(corpus)
+    with pytest.raises(ValueError, match="teacher=None"):
+        lm.train_language_model(model=model, corpus=corpus, epochs=1, loss=losses.get("kd", temperature=2.0))
+    with pytest.raises(ValueError, match="lr=0"):
+        lm.train_language_model(model=model, corpus=corpus, epochs=1, lr=0)
+    with pytest.raises(ValueError, match="epochs=0"):
+        lm.train_language_model(model=model, corpus=corpus, epochs=0)
+    other = awd_lstm(corpus.num_words + 1, embedding_size=4, hidden_size=4)
+    with pytest.raises(ValueError, match="num_words"):
+        lm.train_language_model(model=other, corpus=corpus, epochs=1)
+    with pytest.raises(ValueError, match="teacher.num_words"):
+        lm.train_language_model(model=model, teacher=other, corpus=corpus, epochs=1)
