@@ -67,6 +67,8 @@ class Distiller(keras.Model):
                     f"The teacher predicts {teacher_classes} classes but the student {student_classes}: "
                     "a teacher can only be distilled into a student over the same classes."
                 )
+        # The Distiller owns no variables of its own: it is built once its student is.
+        self.built = bool(getattr(student, "built", False))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")

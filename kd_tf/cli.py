@@ -1,0 +1,368 @@
+"""What `run.py` does with its flags: check them against each other and the disk, then run one mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import keras
+import tensorflow as tf
+
+import data as datasets
+from kd_tf import experiment, losses, runtime
+from kd_tf.io import atomic_write_text
+
+# Default teacher and student architectures per dataset (the paper's pairs).
+DEFAULT_MODELS = {
+    "synthetic": ("mlp", "mlp"),
+    "cifar100": ("resnet56", "resnet20"),
+    "digits": ("resnet56", "resnet20"),
+    "imagenet": ("resnet152", "resnet50"),
+    "ptb": ("awd_lstm", "awd_lstm"),
+}
+HIERARCHIES = ("synthetic", "cifar100")
+NEEDS_DATA_DIR = ("imagenet", "ptb")
+
+
+class UserError(Exception):
+    """A problem with the command line, the data or a saved file, explained for the person who ran it."""
+
+
+def run(flag_values) -> None:
+    """Checks the flags, then runs `--mode`."""
+    options = _Options(flag_values)
+    options.check()
+    if flag_values.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(options.seeds[0])
+    runtime.set_precision(flag_values.precision)
+    try:
+        strategy = runtime.make_strategy(flag_values.strategy, flag_values.tpu)
+    except (ValueError, tf.errors.OpError) as error:
+        raise UserError(f"--strategy={flag_values.strategy}: {error}") from error
+    with strategy.scope():
+        try:
+            {
+                "table": _run_table,
+                "teacher": _run_teacher,
+                "student": _run_student,
+                "analyze": _run_analyze,
+            }[flag_values.mode](options)
+        except (ValueError, FileNotFoundError, experiment.TeacherMismatchError) as error:
+            if flag_values.verbose:
+                raise
+            raise UserError(str(error)) from error
+
+
+class _Options:
+    """The flags, grouped into the configs the experiment functions take."""
+
+    def __init__(self, flag_values):
+        self.flags = flag_values
+        self.dataset = flag_values.dataset
+        self.seeds = [int(seed) for seed in flag_values.seeds]
+        teacher_model, student_model = DEFAULT_MODELS[self.dataset]
+        self.teacher_model = (
+            flag_values.teacher_model if _was_set(flag_values, "teacher_model") else teacher_model
+        )
+        self.student_model = (
+            flag_values.student_model if _was_set(flag_values, "student_model") else student_model
+        )
+        self.output_dir = flag_values.output_dir
+
+    def check(self) -> None:
+        """Every check that needs more than one flag or the disk; raises `UserError` before any work."""
+        flag_values = self.flags
+        methods = [flag_values.method] if flag_values.mode == "student" else list(flag_values.methods)
+        if self.dataset not in HIERARCHIES:
+            for method in methods:
+                if method in losses.NEEDS_CLASS_PARENTS and flag_values.mode in ("table", "student"):
+                    raise UserError(
+                        f"--method(s) {method} needs a class hierarchy, and --dataset={self.dataset} has none "
+                        f"(KD-rel works with: {', '.join(HIERARCHIES)})."
+                    )
+        if self.dataset in NEEDS_DATA_DIR and not flag_values.data_dir:
+            raise UserError(
+                f"--dataset={self.dataset} needs --data_dir (see BUILD.md for preparing the data)."
+            )
+        if flag_values.data_dir and not flag_values.data_dir.startswith("gs://"):
+            if not os.path.isdir(flag_values.data_dir):
+                raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
+        if self.dataset == "ptb" and flag_values.mode != "analyze":
+            raise UserError(
+                "--dataset=ptb trains through kd_tf.language_model; run it with --mode=language_model "
+                "flagfiles in configs/ptb_*.flags."
+            )
+        if flag_values.mode in ("table", "teacher", "student"):
+            self._check_output_dir()
+        if flag_values.mode == "student":
+            teacher_info = os.path.join(flag_values.teacher_dir, experiment.TEACHER_INFO)
+            if not os.path.exists(teacher_info):
+                raise UserError(
+                    f"--teacher_dir={flag_values.teacher_dir} holds no trained teacher "
+                    f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
+                )
+        self.method_overrides = _parse_overrides(flag_values.method_overrides)
+        for method, values in self.method_overrides.items():
+            # Building the loss once checks every value; the class vectors and hierarchy are stand-ins.
+            try:
+                _probe_loss(method, {**self.hyperparameters(), **values}, self.class_parents_shape())
+            except ValueError as error:
+                raise UserError(f"--method_overrides for {method}: {error}") from error
+        try:
+            for method in methods:
+                values = {**self.hyperparameters(), **self.method_overrides.get(method, {})}
+                _probe_loss(method, values, self.class_parents_shape())
+        except ValueError as error:
+            raise UserError(f"--method={method}: {error}") from error
+
+    def _check_output_dir(self) -> None:
+        existing = [
+            name
+            for name in (experiment.RESULTS_JSON, experiment.TEACHER_INFO)
+            if os.path.exists(os.path.join(self.output_dir, name))
+        ]
+        if existing and not self.flags.overwrite:
+            raise UserError(
+                f"--output_dir={self.output_dir} already holds results ({', '.join(existing)}). Pass "
+                "--overwrite to replace them, or choose another --output_dir. (An interrupted run resumes "
+                "by itself: it has no results file yet.)"
+            )
+        if existing and self.flags.overwrite:
+            for name in existing:
+                os.remove(os.path.join(self.output_dir, name))
+            runs = os.path.join(self.output_dir, "runs")
+            if os.path.isdir(runs):
+                import shutil
+
+                shutil.rmtree(runs)
+
+    def class_parents_shape(self):
+        """A hierarchy with the run's shape (classes per parent), for checking KD-rel's a and b early."""
+        import numpy as np
+
+        if self.dataset == "synthetic":
+            per_parent = self.flags.num_classes // self.flags.num_superclasses
+            return np.repeat(np.arange(self.flags.num_superclasses), per_parent)
+        return np.repeat(np.arange(20), 5)  # CIFAR-100: 20 super-classes of 5
+
+    def hyperparameters(self) -> dict:
+        return {name: getattr(self.flags, name) for name in experiment.HYPERPARAMETER_NAMES}
+
+    def data_options(self) -> dict:
+        flag_values = self.flags
+        if self.dataset == "synthetic":
+            return {
+                "num_classes": flag_values.num_classes,
+                "num_superclasses": flag_values.num_superclasses,
+                "dim": flag_values.dim,
+                "difficulty": flag_values.difficulty,
+                "train_examples": flag_values.train_examples,
+                "validation_examples": flag_values.validation_examples,
+                "test_examples": flag_values.test_examples,
+            }
+        if self.dataset in ("cifar100", "digits"):
+            return {"data_dir": flag_values.data_dir, "augment": flag_values.augment}
+        if self.dataset == "imagenet":
+            dtype = "bfloat16" if flag_values.precision == "mixed_bfloat16" else "float32"
+            return {"data_dir": flag_values.data_dir, "image_size": flag_values.image_size, "dtype": dtype}
+        return {"data_dir": flag_values.data_dir}
+
+    def model_options(self, role: str) -> dict:
+        flag_values = self.flags
+        model = self.teacher_model if role == "teacher" else self.student_model
+        if model == "mlp":
+            width = flag_values.teacher_width if role == "teacher" else flag_values.student_width
+            return {"width": width, "logit_scale": flag_values.logit_scale, "name": role}
+        if model.startswith("resnet") and self.dataset in ("cifar100", "digits"):
+            return {"variant": flag_values.resnet_variant, "name": role}
+        return {"name": role}
+
+    def train_config(self, role: str, verbose: int) -> experiment.TrainConfig:
+        flag_values = self.flags
+        epochs = flag_values.epochs
+        learning_rate = flag_values.learning_rate
+        if role == "teacher":
+            epochs = flag_values.teacher_epochs or epochs
+            if flag_values.teacher_learning_rate is not None:
+                learning_rate = flag_values.teacher_learning_rate
+        return experiment.TrainConfig(
+            epochs=epochs,
+            batch_size=flag_values.batch_size,
+            optimizer=flag_values.optimizer,
+            learning_rate=learning_rate,
+            momentum=flag_values.momentum,
+            lr_schedule=flag_values.lr_schedule,
+            lr_boundary_epochs=[float(value) for value in flag_values.lr_boundary_epochs],
+            lr_multipliers=[float(value) for value in flag_values.lr_multipliers],
+            warmup_epochs=flag_values.warmup_epochs,
+            weight_decay=flag_values.weight_decay,
+            jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
+            verbose=verbose,
+        )
+
+    def keras_verbose(self, single_run: bool) -> int:
+        progress = self.flags.progress
+        if progress == "auto":
+            progress = ("bar" if sys.stdout.isatty() else "epoch") if single_run else "none"
+        return {"bar": 1, "epoch": 2, "none": 0}[progress]
+
+
+def _was_set(flag_values, name: str) -> bool:
+    return flag_values[name].present > 0
+
+
+def _parse_overrides(text: str) -> dict:
+    """`'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'` -> {method: {name: value}}."""
+    overrides = {}
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        method, _, assignments = part.partition(":")
+        method = method.strip()
+        if method not in losses.NAMES:
+            raise UserError(
+                f"--method_overrides names an unknown method {method!r}. Known: {', '.join(losses.NAMES)}."
+            )
+        values = {}
+        for assignment in filter(None, (piece.strip() for piece in assignments.split(","))):
+            name, equals, value = assignment.partition("=")
+            if not equals:
+                raise UserError(f"--method_overrides: expected name=value, got {assignment!r} for {method}.")
+            try:
+                values[name.strip()] = int(value) if name.strip() == "topk" else float(value)
+            except ValueError as error:
+                raise UserError(
+                    f"--method_overrides: {name}={value!r} for {method} is not a number."
+                ) from error
+        overrides[method] = values
+    return overrides
+
+
+def _probe_loss(method: str, values: dict, class_parents) -> None:
+    """Builds the method's loss with stand-in class vectors and the run's hierarchy shape, so bad values
+    fail before any work."""
+    import numpy as np
+
+    arguments = experiment.method_hyperparameters(method, values)
+    unknown = set(values) - set(experiment.HYPERPARAMETER_NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {sorted(unknown)}; known: {experiment.HYPERPARAMETER_NAMES}"
+        )
+    if method in losses.NEEDS_CLASS_VECTORS:
+        arguments["class_vectors"] = np.eye(4, dtype=np.float32)
+    if method in losses.NEEDS_CLASS_PARENTS:
+        arguments["class_parents"] = class_parents
+    losses.get(method, **arguments)
+
+
+def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> datasets.Splits:
+    """Caps every pipeline at `steps` batches (`--steps_per_epoch`, for smoke runs)."""
+    if not steps:
+        return splits
+    return dataclasses.replace(
+        splits,
+        train=splits.train.take(steps),
+        test=splits.test.take(steps),
+        validation=None if splits.validation is None else splits.validation.take(steps),
+        train_ordered=None if splits.train_ordered is None else splits.train_ordered.take(steps),
+        train_examples=min(splits.train_examples, steps * batch_size),
+    )
+
+
+def _load_splits(options: _Options, data_options: dict, seed: int) -> datasets.Splits:
+    splits = experiment.load_splits(options.dataset, data_options, options.flags.batch_size, seed)
+    return _limited(splits, options.flags.steps_per_epoch, options.flags.batch_size)
+
+
+def _study(options: _Options) -> experiment.StudyConfig:
+    flag_values = options.flags
+    if options.dataset == "synthetic":
+        settings = [{"tau": float(tau)} for tau in flag_values.taus]
+        column_key = "tau"
+    else:
+        settings = [{"dataset": options.dataset}]
+        column_key = "dataset"
+    verbose = options.keras_verbose(single_run=False)
+    return experiment.StudyConfig(
+        dataset=options.dataset,
+        methods=list(flag_values.methods),
+        seeds=options.seeds,
+        settings=settings,
+        column_key=column_key,
+        data_options=options.data_options(),
+        teacher_model=options.teacher_model,
+        student_model=options.student_model,
+        teacher_model_options=options.model_options("teacher"),
+        student_model_options=options.model_options("student"),
+        teacher_train=options.train_config("teacher", verbose),
+        student_train=options.train_config("student", verbose),
+        hyperparameters=options.hyperparameters(),
+        method_overrides=options.method_overrides,
+        teacher_label_smoothing=flag_values.teacher_label_smoothing,
+        precision=flag_values.precision,
+        load_splits=lambda data_options, seed: _load_splits(options, data_options, seed),
+    )
+
+
+def _run_table(options: _Options) -> None:
+    study = _study(options)
+    print(
+        f"Table: {options.dataset}, {len(study.settings)} column(s) × {len(study.seeds)} seed(s) × "
+        f"(teacher + {len(study.methods)} methods) -> {options.output_dir}"
+    )
+    records = experiment.run_study(study, options.output_dir)
+    header = (
+        f"# {options.dataset}: test accuracy (%) at the best validation epoch, "
+        f"mean ± std over seeds {', '.join(map(str, study.seeds))}\n\n"
+        f"Command: `{' '.join(sys.argv)}`\n\n"
+    )
+    table = experiment.format_table(records, study.column_key)
+    experiment.write_results(options.output_dir, records, table, header)
+    print("\n" + table)
+    print(f"Results: {os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN)} (and .json, .csv)")
+
+
+def _run_teacher(options: _Options) -> None:
+    study = _study(options)
+    seed = options.seeds[0]
+    data_options = {**study.data_options, **study.settings[0]}
+    if options.dataset == "synthetic":
+        data_options["tau"] = float(options.flags.taus[0])
+    splits = study.load_splits(data_options, seed)
+    study.teacher_train.verbose = options.keras_verbose(single_run=True)
+    record, _ = experiment.train_teacher(study, splits, data_options, seed, options.output_dir)
+    _finish_single(options, [record], study.column_key)
+
+
+def _run_student(options: _Options) -> None:
+    study = _study(options)
+    seed = options.seeds[0]
+    teacher_info = json.load(open(os.path.join(options.flags.teacher_dir, experiment.TEACHER_INFO)))
+    data_options = dict(teacher_info.get("data_options", {}))
+    splits = study.load_splits(data_options, seed)
+    teacher, _ = experiment.load_teacher(options.flags.teacher_dir, options.dataset, splits.num_classes)
+    study.student_train.verbose = options.keras_verbose(single_run=True)
+    teacher_record = {"test_accuracy": teacher_info.get("test_accuracy")}
+    record = experiment.train_student(
+        study, splits, data_options, seed, options.flags.method, teacher, teacher_record, options.output_dir
+    )
+    _finish_single(options, [record], study.column_key)
+
+
+def _finish_single(options: _Options, records, column_key) -> None:
+    table = experiment.format_table(records, column_key)
+    header = f"# {options.dataset}\n\nCommand: `{' '.join(sys.argv)}`\n\n"
+    experiment.write_results(options.output_dir, records, table, header)
+    print("\n" + table)
+
+
+def _run_analyze(options: _Options) -> None:
+    from kd_tf import figures
+
+    figures.run(options)
+
+
+def write_json(path: str, payload) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,499 @@
+"""Experiments: build data, models and a method from a config; train teachers and students; write results."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+import data as datasets
+import models
+from kd_tf import losses, runtime
+from kd_tf.distiller import Distiller, class_vectors
+from kd_tf.io import atomic_write_text, read_json
+from kd_tf.schedules import make_learning_rate
+
+TEACHER_FILE = "teacher.keras"
+TEACHER_INFO = "teacher.json"
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+RESULTS_MARKDOWN = "results.md"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How one model is trained (every field is a flag of the same name)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    lr_schedule: str = "constant"
+    lr_boundary_epochs: Sequence[float] = ()
+    lr_multipliers: Sequence[float] = ()
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    jit_compile: bool | str = "auto"
+    verbose: int = 1
+
+
+def load_splits(dataset: str, data_options: dict, batch_size: int, seed: int) -> datasets.Splits:
+    return datasets.module(dataset).load(batch_size=batch_size, seed=seed, **data_options)
+
+
+def build_model(name: str, num_classes: int, input_shape, model_options: dict, weight_decay: float):
+    return models.builder(name)(
+        num_classes=num_classes, input_shape=tuple(input_shape), weight_decay=weight_decay, **model_options
+    )
+
+
+def input_shape_of(splits: datasets.Splits):
+    inputs_spec = splits.train.element_spec[0]
+    return tuple(inputs_spec.shape[1:])
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, precision: str):
+    learning_rate = make_learning_rate(
+        config.lr_schedule,
+        config.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        boundary_epochs=config.lr_boundary_epochs,
+        multipliers=config.lr_multipliers,
+        warmup_epochs=config.warmup_epochs,
+    )
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate)
+    elif config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=config.nesterov)
+    else:
+        raise ValueError(f"`optimizer` must be adam or sgd. Received: optimizer={config.optimizer!r}")
+    return runtime.wrap_optimizer(optimizer, precision)
+
+
+class BestValidation(keras.callbacks.Callback):
+    """Keeps the student weights of the epoch with the best validation accuracy (the paper's selection).
+
+    Its state is written to `state_path` every epoch so that a resumed run keeps its best-so-far.
+    """
+
+    def __init__(self, model_to_keep: keras.Model, state_path: str | None = None):
+        super().__init__()
+        self.model_to_keep = model_to_keep
+        self.state_path = state_path
+        self.best_accuracy, self.best_epoch, self.best_weights = -1.0, -1, None
+        if state_path and os.path.exists(state_path + ".json"):
+            state = read_json(state_path + ".json")
+            self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
+            with np.load(state_path + ".npz") as stored:
+                self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is None:
+            raise ValueError("BestValidation needs validation data (no val_accuracy in the logs).")
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = float(accuracy), epoch
+            self.best_weights = [np.array(w) for w in self.model_to_keep.get_weights()]
+            if self.state_path:
+                temporary = self.state_path + ".tmp.npz"
+                np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+                os.replace(temporary, self.state_path + ".npz")
+        if self.state_path:
+            atomic_write_text(
+                self.state_path + ".json",
+                json.dumps({"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}),
+            )
+
+    def restore(self):
+        if self.best_weights is not None:
+            self.model_to_keep.set_weights(self.best_weights)
+
+
+def train(
+    *,
+    student: keras.Model,
+    teacher: keras.Model | None,
+    loss: losses.DistillationLoss,
+    splits: datasets.Splits,
+    config: TrainConfig,
+    precision: str = "float32",
+    run_dir: str | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict:
+    """Trains `student` (against `teacher`, if any) and returns its metrics at the best validation epoch.
+
+    Model selection uses `splits.validation`, or `splits.test` when there is none (as the paper did for
+    CIFAR-100 and ImageNet). With `run_dir`, training is checkpointed every epoch and resumes from the last
+    checkpoint when called again with the same arguments.
+    """
+    steps_per_epoch = splits.train_examples // config.batch_size
+    distiller = Distiller(student, teacher, loss)
+    distiller.compile(
+        optimizer=make_optimizer(config, max(steps_per_epoch, 1), precision), jit_compile=config.jit_compile
+    )
+    best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
+    all_callbacks = [best, *callbacks]
+    if run_dir:
+        all_callbacks.insert(
+            0, keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False)
+        )
+    validation = splits.validation if splits.validation is not None else splits.test
+    start = time.perf_counter()
+    distiller.fit(
+        splits.train,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=all_callbacks,
+        verbose=config.verbose,
+    )
+    wall_time = time.perf_counter() - start
+    best.restore()
+    test = distiller.evaluate(splits.test, verbose=0, return_dict=True)
+    return {
+        "best_validation_accuracy": best.best_accuracy,
+        "best_epoch": best.best_epoch + 1,
+        "test_accuracy": float(test["accuracy"]),
+        "test_top5_accuracy": float(test["top5_accuracy"]),
+        "test_cross_entropy": float(test["hard_loss"]),
+        "wall_time_s": wall_time,
+    }
+
+
+def method_loss(method: str, hyperparameters: dict, teacher: keras.Model | None, splits: datasets.Splits):
+    """Builds the method's loss, filling in what it needs from the teacher and the data."""
+    arguments = dict(hyperparameters)
+    if method in losses.NEEDS_CLASS_VECTORS:
+        if teacher is None:
+            raise ValueError(f"`method={method}` needs a teacher (its logit-layer weights).")
+        arguments["class_vectors"] = class_vectors(teacher)
+    if method in losses.NEEDS_CLASS_PARENTS:
+        if splits.class_parents is None:
+            raise ValueError(f"`method={method}` needs a class hierarchy, which this dataset does not have.")
+        arguments["class_parents"] = splits.class_parents
+    return losses.get(method, **arguments)
+
+
+HYPERPARAMETER_NAMES = (
+    "temperature",
+    "alpha",
+    "label_smoothing",
+    "topk",
+    "sim_power",
+    "sim_temperature",
+    "mix",
+    "rel_target",
+    "rel_sibling",
+)
+
+
+def method_hyperparameters(method: str, values: dict) -> dict:
+    """The subset of `values` (flag name -> value) that `method`'s loss accepts."""
+    accepted = {
+        "student": (),
+        "ls": ("label_smoothing",),
+        "kd": ("temperature", "alpha"),
+        "kd_pt": ("temperature", "alpha"),
+        "kd_sim": ("temperature", "alpha", "sim_power", "sim_temperature"),
+        "kd_pt_sim": ("temperature", "alpha", "sim_power", "sim_temperature", "mix"),
+        "kd_topk": ("temperature", "alpha", "topk"),
+        "kd_rel": ("temperature", "alpha", "rel_target", "rel_sibling"),
+        "kd_pt_rel": ("temperature", "alpha", "rel_target", "rel_sibling", "mix"),
+    }[method]
+    return {name: values[name] for name in accepted if name in values}
+
+
+def save_teacher(teacher: keras.Model, directory: str, info: dict) -> None:
+    """Writes the teacher as a `.keras` file beside a JSON of what it was trained on."""
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, "teacher.tmp.keras")
+    teacher.save(temporary)
+    os.replace(temporary, os.path.join(directory, TEACHER_FILE))
+    atomic_write_text(os.path.join(directory, TEACHER_INFO), json.dumps(info, indent=2, sort_keys=True))
+
+
+class TeacherMismatchError(ValueError):
+    """A saved teacher does not fit the requested run."""
+
+
+def load_teacher(directory: str, dataset: str, num_classes: int, data_options: dict | None = None):
+    """Loads a teacher saved by `save_teacher` in Keras safe mode, refusing one for another task."""
+    model_path = os.path.join(directory, TEACHER_FILE)
+    info_path = os.path.join(directory, TEACHER_INFO)
+    if not (os.path.exists(model_path) and os.path.exists(info_path)):
+        raise TeacherMismatchError(
+            f"`teacher_dir` {directory!r} holds no trained teacher ({TEACHER_FILE} and {TEACHER_INFO}). "
+            "Train one first with --mode=teacher and the same --dataset."
+        )
+    info = read_json(info_path)
+    if info.get("dataset") != dataset:
+        raise TeacherMismatchError(
+            f"The teacher in `teacher_dir` {directory!r} was trained on dataset {info.get('dataset')!r}, "
+            f"not {dataset!r}."
+        )
+    if info.get("num_classes") != num_classes:
+        raise TeacherMismatchError(
+            f"The teacher in `teacher_dir` {directory!r} predicts {info.get('num_classes')} classes; "
+            f"this run has {num_classes}."
+        )
+    if data_options is not None:
+        trained_on = info.get("data_options", {})
+        differing = {
+            key: (trained_on.get(key), value)
+            for key, value in data_options.items()
+            if key in trained_on and trained_on[key] != value
+        }
+        if differing:
+            details = ", ".join(
+                f"{key}: teacher {old!r}, now {new!r}" for key, (old, new) in differing.items()
+            )
+            raise TeacherMismatchError(
+                f"The teacher in `teacher_dir` {directory!r} was trained on other data ({details})."
+            )
+    teacher = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    teacher.trainable = False
+    return teacher, info
+
+
+def format_table(records: Sequence[dict], column_key: str = "tau", metric: str = "test_accuracy") -> str:
+    """Markdown table: one row per method (teacher first), one column per `column_key` value, mean ± std."""
+    columns = sorted({record[column_key] for record in records})
+    rows = []
+    for record in records:
+        name = "Teacher" if record["role"] == "teacher" else record["method"]
+        if name not in rows:
+            rows.append(name)
+    header = "| method | " + " | ".join(f"{column_key} = {value}" for value in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    for name in rows:
+        cells = []
+        for value in columns:
+            scores = [
+                100.0 * record[metric]
+                for record in records
+                if record[column_key] == value
+                and ("Teacher" if record["role"] == "teacher" else record["method"]) == name
+            ]
+            if not scores:
+                cells.append("")
+            elif len(scores) == 1:
+                cells.append(f"{scores[0]:.2f}")
+            else:
+                cells.append(f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1):.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(output_dir: str, records: Sequence[dict], table: str, header: str = "") -> None:
+    """Writes results as JSON, CSV and a markdown table, each atomically."""
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_text(os.path.join(output_dir, RESULTS_JSON), json.dumps(list(records), indent=2) + "\n")
+    flat = [_flatten(record) for record in records]
+    fields = sorted({key for row in flat for key in row}, key=_field_order)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(flat)
+    atomic_write_text(os.path.join(output_dir, RESULTS_CSV), buffer.getvalue())
+    atomic_write_text(os.path.join(output_dir, RESULTS_MARKDOWN), header + table)
+
+
+_LEADING_FIELDS = ("dataset", "tau", "seed", "role", "method", "model", "test_accuracy")
+
+
+def _field_order(name: str):
+    return (_LEADING_FIELDS.index(name) if name in _LEADING_FIELDS else len(_LEADING_FIELDS), name)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix=f"{prefix}{key}."))
+        elif isinstance(value, list | tuple):
+            flat[prefix + key] = " ".join(str(item) for item in value)
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """A whole table: a teacher per setting, then every method, over seeds."""
+
+    dataset: str
+    methods: Sequence[str]
+    seeds: Sequence[int]
+    settings: Sequence[dict]  # data options per table column, e.g. [{"tau": 0.0}, {"tau": 0.5}]
+    column_key: str
+    data_options: dict
+    teacher_model: str
+    student_model: str
+    teacher_model_options: dict
+    student_model_options: dict
+    teacher_train: TrainConfig
+    student_train: TrainConfig
+    hyperparameters: dict  # flag name -> value, shared by every method
+    method_overrides: dict  # method -> {flag name -> value}
+    teacher_label_smoothing: float = 0.0
+    precision: str = "float32"
+    load_splits: Callable[[dict, int], datasets.Splits] | None = None
+
+
+def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, directory: str):
+    """Trains and saves a teacher in `directory` (or reuses the one a finished run left there)."""
+    record = _reuse(directory)
+    if record is not None:
+        teacher, _ = load_teacher(directory, study.dataset, splits.num_classes)
+        return record, teacher
+    keras.utils.set_random_seed(seed)
+    teacher = build_model(
+        study.teacher_model,
+        splits.num_classes,
+        input_shape_of(splits),
+        study.teacher_model_options,
+        study.teacher_train.weight_decay,
+    )
+    if study.teacher_label_smoothing:
+        loss, method = losses.get("ls", label_smoothing=study.teacher_label_smoothing), "teacher_ls"
+    else:
+        loss, method = losses.get("student"), "teacher"
+    result = train(
+        student=teacher,
+        teacher=None,
+        loss=loss,
+        splits=splits,
+        config=study.teacher_train,
+        precision=study.precision,
+        run_dir=directory,
+    )
+    record = _record(study, "teacher", method, seed, data_options, result, {})
+    info = {
+        "dataset": study.dataset,
+        "num_classes": splits.num_classes,
+        "data_options": _jsonable(data_options),
+        "seed": seed,
+        "model": study.teacher_model,
+        "label_smoothing": study.teacher_label_smoothing,
+        "test_accuracy": record["test_accuracy"],
+    }
+    save_teacher(teacher, directory, info)
+    _store(directory, record)
+    return record, teacher
+
+
+def train_student(study, splits, data_options, seed, method, teacher, teacher_record, directory) -> dict:
+    """Distils `method` from `teacher` into a new student in `directory` (or reuses a finished run)."""
+    record = _reuse(directory)
+    if record is not None:
+        return record
+    values = {**study.hyperparameters, **study.method_overrides.get(method, {})}
+    hyperparameters = method_hyperparameters(method, values)
+    loss = method_loss(method, hyperparameters, teacher, splits)
+    keras.utils.set_random_seed(seed + 1)
+    student = build_model(
+        study.student_model,
+        splits.num_classes,
+        input_shape_of(splits),
+        study.student_model_options,
+        study.student_train.weight_decay,
+    )
+    result = train(
+        student=student,
+        teacher=teacher if loss.payload_size(splits.num_classes) else None,
+        loss=loss,
+        splits=splits,
+        config=study.student_train,
+        precision=study.precision,
+        run_dir=directory,
+    )
+    student.save(os.path.join(directory, "student.keras"))
+    record = _record(study, "student", method, seed, data_options, result, hyperparameters)
+    record["teacher_test_accuracy"] = teacher_record.get("test_accuracy")
+    _store(directory, record)
+    return record
+
+
+def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None] = print) -> list[dict]:
+    """Trains a teacher per (setting, seed) and every method from it; returns the records.
+
+    Finished runs are recorded in `output_dir/runs/<column>/<seed>/<method>/record.json` and reused when the
+    study is run again, so an interrupted study resumes where it stopped.
+    """
+    total = len(study.settings) * len(study.seeds) * (1 + len(study.methods))
+    done = 0
+    records = []
+    for setting in study.settings:
+        column_value = setting[study.column_key]
+        for seed in study.seeds:
+            data_options = {**study.data_options, **setting}
+            splits = study.load_splits(data_options, seed)
+            cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
+            teacher_record, teacher = train_teacher(
+                study, splits, data_options, seed, os.path.join(cell_dir, "teacher")
+            )
+            done += 1
+            log(_progress(done, total, study.column_key, column_value, seed, "teacher", teacher_record))
+            records.append(teacher_record)
+            for method in study.methods:
+                record = train_student(
+                    study,
+                    splits,
+                    data_options,
+                    seed,
+                    method,
+                    teacher,
+                    teacher_record,
+                    os.path.join(cell_dir, method),
+                )
+                done += 1
+                log(_progress(done, total, study.column_key, column_value, seed, method, record))
+                records.append(record)
+    return records
+
+
+def _jsonable(values: dict) -> dict:
+    return {key: value for key, value in values.items() if isinstance(value, str | int | float | bool | None)}
+
+
+def _record(study, role, method, seed, data_options, result, hyperparameters) -> dict:
+    column_value = data_options.get(study.column_key, study.dataset)
+    return {
+        "dataset": study.dataset,
+        study.column_key: column_value,
+        "seed": seed,
+        "role": role,
+        "method": method,
+        "model": study.teacher_model if role == "teacher" else study.student_model,
+        "hyperparameters": hyperparameters,
+        "data_options": _jsonable(data_options),
+        "epochs": (study.teacher_train if role == "teacher" else study.student_train).epochs,
+        **result,
+    }
+
+
+def _store(directory: str, record: dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_text(os.path.join(directory, "record.json"), json.dumps(record, indent=2) + "\n")
+
+
+def _reuse(directory: str) -> dict | None:
+    path = os.path.join(directory, "record.json")
+    return read_json(path) if os.path.exists(path) else None
+
+
+def _progress(done, total, column_key, column_value, seed, method, record) -> str:
+    return (
+        f"[{done:>3}/{total}] {column_key}={column_value} seed={seed} {method:<10} "
+        f"test accuracy {100 * record['test_accuracy']:.2f}%  "
+        f"(best validation {100 * record['best_validation_accuracy']:.2f}% at epoch {record['best_epoch']}, "
+        f"{record['wall_time_s']:.0f} s)"
+    )

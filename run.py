@@ -1,0 +1,194 @@
+"""Runs the paper's experiments: `python run.py` reproduces Table 1 on synthetic data; flags select the rest."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+import data as datasets  # noqa: E402
+import models  # noqa: E402
+from kd_tf import losses, runtime  # noqa: E402
+from kd_tf.schedules import SCHEDULES  # noqa: E402
+
+MODES = ("table", "teacher", "student", "analyze")
+
+# What to run.
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "table",
+    MODES,
+    "table: a teacher per column, then every method; teacher: "
+    "train and save a teacher; student: distil one method from --teacher_dir; "
+    "analyze: figures and numbers from a finished table run.",
+)
+_DATASET = flags.DEFINE_enum("dataset", "synthetic", datasets.NAMES, "Dataset.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Directory of the prepared data (CIFAR-100, ImageNet, PTB)."
+)
+_METHOD = flags.DEFINE_enum("method", "kd", losses.NAMES, "Method of --mode=student.")
+_METHODS = flags.DEFINE_list("methods", list(losses.NAMES), "Methods of --mode=table.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", "runs/synthetic_table1", "Where results, checkpoints and figures go."
+)
+_TEACHER_DIR = flags.DEFINE_string("teacher_dir", None, "A --mode=teacher output directory (--mode=student).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the results already in --output_dir.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Random seeds; a table reports mean ± std over them.")
+
+# Method hyperparameters (names of the loss arguments).
+_TEMPERATURE = flags.DEFINE_float("temperature", 4.0, "Softening temperature T.", lower_bound=1e-6)
+_ALPHA = flags.DEFINE_float("alpha", 0.9, "Weight λ of the distillation term.", lower_bound=0, upper_bound=1)
+_LABEL_SMOOTHING = flags.DEFINE_float("label_smoothing", 0.1, "LS's ε.", lower_bound=0, upper_bound=1)
+_TOPK = flags.DEFINE_integer("topk", 5, "KD-topk's k.", lower_bound=1)
+_SIM_POWER = flags.DEFINE_float("sim_power", 1.0, "KD-sim's ρ.", lower_bound=1)
+_SIM_TEMPERATURE = flags.DEFINE_float("sim_temperature", 1.0, "KD-sim's T_sim.", lower_bound=1e-6)
+_MIX = flags.DEFINE_float("mix", 0.5, "β of KD-pt+sim and KD-pt+rel.", lower_bound=0, upper_bound=1)
+_REL_TARGET = flags.DEFINE_float("rel_target", 0.6, "KD-rel's a.", lower_bound=0, upper_bound=1)
+_REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.05, "KD-rel's b.", lower_bound=0, upper_bound=1)
+_METHOD_OVERRIDES = flags.DEFINE_string(
+    "method_overrides",
+    "",
+    "Per-method hyperparameters for --mode=table, e.g. "
+    "'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'.",
+)
+_TEACHER_LABEL_SMOOTHING = flags.DEFINE_float(
+    "teacher_label_smoothing",
+    0.0,
+    "Train the teacher with label smoothing ε (the paper's Table 4).",
+    lower_bound=0,
+    upper_bound=1,
+)
+
+# Synthetic data (paper §5.1).
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 40, "Synthetic: classes M.", lower_bound=2)
+_NUM_SUPERCLASSES = flags.DEFINE_integer("num_superclasses", 4, "Synthetic: super-classes K.", lower_bound=1)
+_DIM = flags.DEFINE_integer("dim", 64, "Synthetic: input dimension d.", lower_bound=2)
+_TAUS = flags.DEFINE_list("taus", ["0.0", "0.5", "0.9"], "Synthetic: class similarities τ, one column each.")
+_DIFFICULTY = flags.DEFINE_integer("difficulty", 4, "Synthetic: sine terms m_d.", lower_bound=0)
+_TRAIN_EXAMPLES = flags.DEFINE_integer(
+    "train_examples", 10_000, "Synthetic: training examples.", lower_bound=1
+)
+_VALIDATION_EXAMPLES = flags.DEFINE_integer(
+    "validation_examples", 5_000, "Synthetic: validation examples.", lower_bound=1
+)
+_TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 5_000, "Synthetic: test examples.", lower_bound=1)
+
+# Models.
+_TEACHER_MODEL = flags.DEFINE_enum("teacher_model", "mlp", models.NAMES, "Teacher architecture.")
+_STUDENT_MODEL = flags.DEFINE_enum("student_model", "mlp", models.NAMES, "Student architecture.")
+_TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", 256, "MLP teacher width.", lower_bound=1)
+_STUDENT_WIDTH = flags.DEFINE_integer("student_width", 16, "MLP student width.", lower_bound=1)
+_LOGIT_SCALE = flags.DEFINE_float("logit_scale", 16.0, "MLP cosine-logit scale.", lower_bound=1e-6)
+_RESNET_VARIANT = flags.DEFINE_enum(
+    "resnet_variant",
+    "v2",
+    ["v2", "v1"],
+    "CIFAR ResNet: v2 = legacy pre-activation (the paper's), v1 = TF2 official post-activation.",
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "ImageNet image size.", lower_bound=8)
+_AUGMENT = flags.DEFINE_bool("augment", True, "Image datasets: random training augmentation.")
+
+# Training.
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Student epochs.", lower_bound=1)
+_TEACHER_EPOCHS = flags.DEFINE_integer(
+    "teacher_epochs", None, "Teacher epochs (default: --epochs).", lower_bound=1
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1)
+_OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer (sgd: Nesterov momentum).")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Student learning rate.", lower_bound=0)
+_TEACHER_LEARNING_RATE = flags.DEFINE_float(
+    "teacher_learning_rate", None, "Teacher learning rate (default: --learning_rate).", lower_bound=0
+)
+_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", SCHEDULES, "Learning-rate schedule.")
+_LR_BOUNDARY_EPOCHS = flags.DEFINE_list("lr_boundary_epochs", [], "Epochs at which the rate steps.")
+_LR_MULTIPLIERS = flags.DEFINE_list("lr_multipliers", [], "Rate multipliers, one more than the boundaries.")
+_WARMUP_EPOCHS = flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up epochs.", lower_bound=0)
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0, upper_bound=1)
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", 0.0, "Weight decay rate (TF l2_loss convention).", lower_bound=0
+)
+_STEPS_PER_EPOCH = flags.DEFINE_integer(
+    "steps_per_epoch", None, "Cap on steps per epoch (smoke runs).", lower_bound=1
+)
+_JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
+
+# Runtime.
+_PRECISION = flags.DEFINE_enum("precision", "float32", runtime.PRECISIONS, "Compute precision.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", runtime.STRATEGIES, "Distribution strategy.")
+_TPU = flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
+_DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Seeded, op-deterministic run.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "bar", "epoch", "none"], "Keras progress output.")
+
+
+@flags.validator("seeds", "--seeds must be a list of integers")
+def _seeds_are_integers(values):
+    return all(value.lstrip("-").isdigit() for value in values)
+
+
+@flags.validator("taus", "--taus must be numbers in [0, 1)")
+def _taus_in_range(values):
+    try:
+        return bool(values) and all(0.0 <= float(value) < 1.0 for value in values)
+    except ValueError:
+        return False
+
+
+@flags.validator("methods", f"--methods must be names from: {', '.join(losses.NAMES)}")
+def _known_methods(values):
+    return bool(values) and all(value in losses.NAMES for value in values)
+
+
+@flags.multi_flags_validator(
+    ["num_classes", "num_superclasses"], "--num_classes must be a multiple of --num_superclasses"
+)
+def _classes_divisible(values):
+    return values["num_classes"] % values["num_superclasses"] == 0
+
+
+@flags.multi_flags_validator(["strategy", "tpu"], "--strategy=tpu needs --tpu (a TPU name, or 'local')")
+def _tpu_named(values):
+    return values["strategy"] != "tpu" or bool(values["tpu"])
+
+
+@flags.multi_flags_validator(["mode", "teacher_dir"], "--mode=student needs --teacher_dir")
+def _student_has_teacher(values):
+    return values["mode"] != "student" or bool(values["teacher_dir"])
+
+
+@flags.multi_flags_validator(
+    ["lr_boundary_epochs", "lr_multipliers"],
+    "--lr_multipliers needs one more entry than --lr_boundary_epochs (or both empty)",
+)
+def _schedule_shapes(values):
+    boundaries, multipliers = values["lr_boundary_epochs"], values["lr_multipliers"]
+    return (not boundaries and not multipliers) or len(multipliers) == len(boundaries) + 1
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from kd_tf import cli  # Imported here so that `--help` does not load TensorFlow.
+
+    start = time.perf_counter()
+    try:
+        cli.run(flags.FLAGS)
+    except cli.UserError as error:
+        if _VERBOSE.value:
+            raise
+        logging.error("%s", error)
+        print(f"\nError: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Done in {time.perf_counter() - start:.0f} s.")
+
+
+def entry_point():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()
