@@ -89,6 +89,12 @@ _RESNET_VARIANT = flags.DEFINE_enum(
     ["v2", "v1"],
     "CIFAR ResNet: v2 = legacy pre-activation (the paper's), v1 = TF2 official post-activation.",
 )
+_IMAGENET_SOURCE = flags.DEFINE_enum(
+    "imagenet_source",
+    "tfrecord",
+    ["tfrecord", "tfds"],
+    "ImageNet: TPU official TFRecord shards (1-based labels) or TFDS imagenet2012.",
+)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "ImageNet image size.", lower_bound=8)
 _AUGMENT = flags.DEFINE_bool("augment", True, "Image datasets: random training augmentation.")
 

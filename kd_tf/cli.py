@@ -71,11 +71,14 @@ class _Options:
             flag_values.student_model if _was_set(flag_values, "student_model") else student_model
         )
         self.output_dir = flag_values.output_dir
+        self.methods = list(flag_values.methods)
+        if self.dataset not in HIERARCHIES and not _was_set(flag_values, "methods"):
+            self.methods = [m for m in self.methods if m not in losses.NEEDS_CLASS_PARENTS]
 
     def check(self) -> None:
         """Every check that needs more than one flag or the disk; raises `UserError` before any work."""
         flag_values = self.flags
-        methods = [flag_values.method] if flag_values.mode == "student" else list(flag_values.methods)
+        methods = [flag_values.method] if flag_values.mode == "student" else self.methods
         if self.dataset not in HIERARCHIES:
             for method in methods:
                 if method in losses.NEEDS_CLASS_PARENTS and flag_values.mode in ("table", "student"):
@@ -167,7 +170,12 @@ class _Options:
             return {"data_dir": flag_values.data_dir, "augment": flag_values.augment}
         if self.dataset == "imagenet":
             dtype = "bfloat16" if flag_values.precision == "mixed_bfloat16" else "float32"
-            return {"data_dir": flag_values.data_dir, "image_size": flag_values.image_size, "dtype": dtype}
+            return {
+                "data_dir": flag_values.data_dir,
+                "source": flag_values.imagenet_source,
+                "image_size": flag_values.image_size,
+                "dtype": dtype,
+            }
         return {"data_dir": flag_values.data_dir}
 
     def model_options(self, role: str) -> dict:
@@ -287,7 +295,7 @@ def _study(options: _Options) -> experiment.StudyConfig:
     verbose = options.keras_verbose(single_run=False)
     return experiment.StudyConfig(
         dataset=options.dataset,
-        methods=list(flag_values.methods),
+        methods=options.methods,
         seeds=options.seeds,
         settings=settings,
         column_key=column_key,
@@ -336,17 +344,35 @@ def _run_teacher(options: _Options) -> None:
     _finish_single(options, [record], study.column_key)
 
 
+# Data option -> the flag that sets it, where the names differ.
+_DATA_OPTION_FLAGS = {"tau": "taus", "source": "imagenet_source"}
+
+
 def _run_student(options: _Options) -> None:
     study = _study(options)
     seed = options.seeds[0]
-    teacher_info = json.load(open(os.path.join(options.flags.teacher_dir, experiment.TEACHER_INFO)))
+    teacher_dir = options.flags.teacher_dir
+    teacher_info = experiment.read_json(os.path.join(teacher_dir, experiment.TEACHER_INFO))
+    if teacher_info.get("dataset") != options.dataset:
+        raise experiment.TeacherMismatchError(
+            f"The teacher in --teacher_dir={teacher_dir} was trained on --dataset={teacher_info.get('dataset')}, "
+            f"not --dataset={options.dataset}."
+        )
+    # The student sees the teacher's data; a flag given explicitly must agree with it.
     data_options = dict(teacher_info.get("data_options", {}))
+    for key, value in {**options.data_options(), "tau": float(options.flags.taus[0])}.items():
+        flag_name = _DATA_OPTION_FLAGS.get(key, key)
+        if key in data_options and _was_set(options.flags, flag_name) and data_options[key] != value:
+            raise experiment.TeacherMismatchError(
+                f"The teacher in --teacher_dir={teacher_dir} was trained with {key}={data_options[key]!r}, "
+                f"but --{flag_name} asks for {value!r}."
+            )
+        data_options.setdefault(key, value)
     splits = study.load_splits(data_options, seed)
-    teacher, _ = experiment.load_teacher(options.flags.teacher_dir, options.dataset, splits.num_classes)
+    teacher, _ = experiment.load_teacher(teacher_dir, options.dataset, splits.num_classes)
     study.student_train.verbose = options.keras_verbose(single_run=True)
-    teacher_record = {"test_accuracy": teacher_info.get("test_accuracy")}
     record = experiment.train_student(
-        study, splits, data_options, seed, options.flags.method, teacher, teacher_record, options.output_dir
+        study, splits, data_options, seed, options.flags.method, teacher, teacher_info, options.output_dir
     )
     _finish_single(options, [record], study.column_key)
 

@@ -17,7 +17,7 @@ import data as datasets
 import models
 from kd_tf import losses, runtime
 from kd_tf.distiller import Distiller, class_vectors
-from kd_tf.io import atomic_write_text, read_json
+from kd_tf.io import atomic_write_text, read_json  # noqa: F401 (read_json is re-exported)
 from kd_tf.schedules import make_learning_rate
 
 TEACHER_FILE = "teacher.keras"

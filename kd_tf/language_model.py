@@ -140,6 +140,23 @@ def teacher_logits_stream(teacher, corpus, split: str = "train", bptt: int | Non
         yield window, logits
 
 
+def teacher_payload_cache(teacher, corpus, loss, split: str = "train", bptt: int | None = None) -> np.ndarray:
+    """What `loss` needs from `teacher` at every position of `split`: `[lanes, steps - 1, payload_size]`.
+
+    Entry `[lane, position]` is `loss.teacher_payload(target, teacher_logits)` for the input token at
+    `position` (e.g. KD-topk's `k` probabilities and `k` class ids, 10 floats a token for `k = 5`). Exact
+    for any windowing (see `teacher_logits_stream`); pass it to `train_language_model(teacher_payloads=)`
+    to train a student without running the teacher.
+    """
+    if not loss.payload_size(corpus.num_words):
+        raise ValueError(f"`loss` {loss.name!r} needs nothing from the teacher; there is nothing to cache.")
+    payloads = [
+        loss.teacher_payload(window.targets, logits).numpy()
+        for window, logits in teacher_logits_stream(teacher, corpus, split, bptt)
+    ]
+    return np.concatenate(payloads, axis=1).astype(np.float32)
+
+
 def _make_train_step(
     model,
     teacher,
@@ -149,10 +166,20 @@ def _make_train_step(
     weight_decay: float,
     alpha_ar: float,
     beta_tar: float,
+    payload_size: int | None = None,
 ) -> Callable:
-    """The compiled SGD step on one window; see `train_language_model` for what it does."""
+    """The compiled SGD step on one window; see `train_language_model` for what it does.
+
+    The step's last argument and last result are the teacher's: its states when `teacher` runs online,
+    the window's cached payload `[batch, time, payload_size]` when `payload_size` is given, else `[]`.
+    """
     variables = model.trainable_variables
-    teacher_signature = _state_signature(teacher, batch_size) if teacher is not None else []
+    if payload_size is not None:
+        teacher_signature = tf.TensorSpec([batch_size, None, payload_size], tf.float32)
+    elif teacher is not None:
+        teacher_signature = _state_signature(teacher, batch_size)
+    else:
+        teacher_signature = []
 
     @tf.function(
         input_signature=[
@@ -163,18 +190,20 @@ def _make_train_step(
             teacher_signature,
         ]
     )
-    def train_step(inputs, targets, step_size, states, teacher_states):
+    def train_step(inputs, targets, step_size, states, teacher_input):
         teacher_logits = None
-        if teacher is not None:
-            teacher_output = teacher(inputs, training=False, states=teacher_states, return_states=True)
+        if payload_size is None and teacher is not None:
+            teacher_output = teacher(inputs, training=False, states=teacher_input, return_states=True)
             teacher_logits = tf.stop_gradient(teacher_output.logits)
-            teacher_states = teacher_output.states
+            teacher_input = teacher_output.states
         with tf.GradientTape() as tape:
             output = model(inputs, training=True, states=states, return_states=True)
             if loss is None:
                 token_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
                     labels=targets, logits=output.logits
                 )
+            elif payload_size is not None:
+                token_losses = loss.combine(*loss.terms(targets, teacher_input, output.logits))
             else:
                 token_losses = loss.per_example(targets, teacher_logits, output.logits)
             data_loss = tf.reduce_mean(token_losses)
@@ -185,12 +214,12 @@ def _make_train_step(
         for variable, gradient in zip(variables, gradients, strict=True):
             value = tf.convert_to_tensor(variable)
             variable.assign_sub(step_size * (tf.convert_to_tensor(gradient) + weight_decay * value))
-        return data_loss, output.states, teacher_states
+        return data_loss, output.states, teacher_input
 
     return train_step
 
 
-def _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono):
+def _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono, teacher_payloads):
     for name, value, low in (
         ("epochs", epochs, 1),
         ("lr", lr, 0.0),
@@ -211,7 +240,20 @@ def _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_deca
             f"Teacher and student must share the vocabulary. Received: teacher.num_words="
             f"{teacher.num_words}, model.num_words={model.num_words}"
         )
-    if loss is not None and teacher is None and loss.payload_size(corpus.num_words):
+    if teacher_payloads is not None:
+        if teacher is not None:
+            raise ValueError("Give `teacher` or `teacher_payloads`, not both.")
+        if loss is None:
+            raise ValueError("`teacher_payloads` needs the distillation `loss` they were made for.")
+        lanes = corpus.lanes("train")
+        expected = (lanes.shape[0], lanes.shape[1] - 1, loss.payload_size(corpus.num_words))
+        if tuple(teacher_payloads.shape) != expected:
+            raise ValueError(
+                f"`teacher_payloads` must have shape {expected} ([lanes, steps - 1, payload size] of the "
+                f"training stream; see `teacher_payload_cache`). Received: teacher_payloads.shape="
+                f"{tuple(teacher_payloads.shape)}"
+            )
+    elif loss is not None and teacher is None and loss.payload_size(corpus.num_words):
         raise ValueError(
             f"`loss` {loss.name!r} needs teacher outputs, but `teacher` is None. Received: teacher=None"
         )
@@ -224,6 +266,7 @@ def train_language_model(
     epochs: int,
     teacher=None,
     loss=None,
+    teacher_payloads: np.ndarray | None = None,
     lr: float = 30.0,
     clip: float = 0.25,
     weight_decay: float = 1.2e-6,
@@ -264,6 +307,9 @@ def train_language_model(
         epochs: number of passes over the training stream.
         teacher: a trained model to distill from, or `None`.
         loss: a `kd_tf.losses` distillation loss, or `None` for plain cross-entropy.
+        teacher_payloads: instead of `teacher`, what `loss` needs from it at every training position,
+            `[lanes, steps - 1, payload_size]` from `teacher_payload_cache` (offline distillation; the
+            same updates as the online teacher, without its forward pass).
         lr: base learning rate (AWD-LSTM: 30).
         clip: global gradient-norm bound (0.25).
         weight_decay: L2 coefficient added to the gradient (1.2e-6).
@@ -279,7 +325,7 @@ def train_language_model(
         `tokens_per_second`), `val_ppl` (best), `test_ppl` (of the kept weights), `averaging_epoch` (first
         epoch trained with averaging, 1-based, or `None`), `epochs`.
     """
-    _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono)
+    _check_arguments(model, teacher, loss, corpus, epochs, lr, clip, weight_decay, nonmono, teacher_payloads)
     log = log or (lambda line: None)
     train_step = _make_train_step(
         model,
@@ -290,6 +336,7 @@ def train_language_model(
         weight_decay=float(weight_decay),
         alpha_ar=float(alpha_ar),
         beta_tar=float(beta_tar),
+        payload_size=None if teacher_payloads is None else teacher_payloads.shape[-1],
     )
     evaluation = _make_cross_entropy_sum(model, corpus.eval_batch_size)
     variables = model.trainable_variables
@@ -308,6 +355,8 @@ def train_language_model(
         for index, window in enumerate(corpus.train_windows(epoch)):
             if max_windows_per_epoch is not None and index >= max_windows_per_epoch:
                 break
+            if teacher_payloads is not None:
+                teacher_states = teacher_payloads[:, window.start : window.start + window.length]
             data_loss, states, teacher_states = train_step(
                 window.inputs,
                 window.targets,
@@ -374,11 +423,15 @@ def measure_training_throughput(
     teacher=None,
     loss=None,
     seed: int = 0,
-) -> float:
-    """Training tokens per second of `train_language_model`'s step on random ids (after one warm-up step).
+) -> dict:
+    """Training speed of `train_language_model`'s step on random ids, after one warm-up step.
 
     Times `steps` steps of `[batch_size, bptt]` windows with the full recipe (AR/TAR, clipping, weight
     decay, and the teacher's forward pass when `teacher` is given).
+
+    Returns:
+        `tokens_per_second` (wall clock) and `tokens_per_cpu_second` (tokens over the process's CPU time,
+        all threads: on a shared machine, `cores ×` this bounds what an idle machine would reach).
     """
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1. Received: steps={steps}")
@@ -390,13 +443,16 @@ def measure_training_throughput(
     states = model.initial_states(batch_size)
     teacher_states = teacher.initial_states(batch_size) if teacher is not None else []
     step_size = tf.constant(1.0, tf.float32)
-    start = None
     for step in range(steps + 1):
         if step == 1:
-            start = time.perf_counter()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
         window = stream[:, step * bptt : (step + 1) * bptt + 1]
         data_loss, states, teacher_states = train_step(
             window[:, :-1], window[:, 1:], step_size, states, teacher_states
         )
         float(data_loss)
-    return steps * batch_size * bptt / (time.perf_counter() - start)
+    tokens = steps * batch_size * bptt
+    return {
+        "tokens_per_second": tokens / (time.perf_counter() - wall_start),
+        "tokens_per_cpu_second": tokens / (time.process_time() - cpu_start),
+    }

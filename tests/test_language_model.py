@@ -169,6 +169,32 @@ def test_kd_topk_student_trains_from_a_frozen_teacher(corpus):
     )
 
 
+def test_cached_teacher_payloads_give_the_same_training_as_the_online_teacher(corpus):
+    teacher = _model(corpus, embedding_size=10, hidden_size=20, num_layers=2)
+    loss = losses.get("kd_topk", topk=3, temperature=2.0, alpha=0.5)
+    payloads = lm.teacher_payload_cache(teacher, corpus, loss, bptt=9)
+    lanes = corpus.lanes("train")
+    assert payloads.shape == (8, lanes.shape[1] - 1, 6)
+    # The ids half of the payload are the teacher's top-3 words at each position.
+    logits = teacher(lanes[:, :-1]).numpy()
+    np.testing.assert_array_equal(payloads[..., 3:], np.argsort(-logits, axis=-1)[..., :3])
+    results = []
+    for source in ({"teacher": teacher}, {"teacher_payloads": payloads}):
+        # Same seed: the same initial weights and dropout masks in both runs.
+        student = _model(corpus, embedding_size=6, hidden_size=12, num_layers=2)
+        options = {"epochs": 1, "lr": 5.0, "max_windows_per_epoch": 2, "log": None}
+        result = lm.train_language_model(model=student, corpus=corpus, loss=loss, **source, **options)
+        results.append((result, [variable.numpy() for variable in student.trainable_variables]))
+    (online, online_weights), (cached, cached_weights) = results
+    assert cached["history"]["train_loss"][0] == pytest.approx(online["history"]["train_loss"][0], rel=1e-5)
+    for cached_value, online_value in zip(cached_weights, online_weights, strict=True):
+        np.testing.assert_allclose(cached_value, online_value, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="teacher_payloads.shape"):
+        lm.train_language_model(
+            model=student, corpus=corpus, loss=loss, teacher_payloads=payloads[:, :-1], epochs=1
+        )
+
+
 def test_nt_asgd_switches_evaluates_averages_and_keeps_the_best_weights(corpus, monkeypatch):
     model = _model(corpus, **NO_DROPOUT)
     scripted = iter([5.0, 4.0, 4.5, 4.6, 4.2, 3.9])  # five validations, then the test evaluation
@@ -208,3 +234,11 @@ def test_bad_arguments_are_refused(corpus):
         lm.train_language_model(model=other, corpus=corpus, epochs=1)
     with pytest.raises(ValueError, match="teacher.num_words"):
         lm.train_language_model(model=model, teacher=other, corpus=corpus, epochs=1)
+
+
+def test_throughput_measurement_runs_the_recipe_step(corpus):
+    model = _model(corpus, num_layers=1)
+    speed = lm.measure_training_throughput(model, batch_size=2, bptt=5, steps=1)
+    assert speed["tokens_per_second"] > 0 and speed["tokens_per_cpu_second"] > 0
+    with pytest.raises(ValueError, match="steps=0"):
+        lm.measure_training_throughput(model, steps=0)

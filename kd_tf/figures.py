@@ -1,0 +1,833 @@
+"""The paper's Figures 1-5 and Proposition 1 from a finished table run: PNGs, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+import models
+from kd_tf import analysis, experiment, plots
+from kd_tf.io import atomic_write_text, read_json
+
+FIGURES_DIR = "figures"
+SWEEP_DIR = "topk_sweep"
+SWEEP_CSV = "topk_sweep.csv"
+SUMMARY_JSON = "summary.json"
+BLOCK_CONTRAST_CSV = "block_contrast.csv"
+STUDENTS_CSV = "students.csv"
+UPLIFT_CSV = "topk_uplift.csv"
+
+# Equal-count bins of q^T_t in which Figure 2's w is averaged for the summary.
+_RESCALING_BINS = 10
+_DISPLAY_NAMES = {"tau": "τ"}
+_SPLITS = ("test", "train", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One (column, seed) cell of a table run: `runs/<column_key>=<column_value>/seed=<seed>/`."""
+
+    column_key: str
+    column_value: str
+    seed: int
+    directory: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.column_key}={self.column_value}_seed={self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{_DISPLAY_NAMES.get(self.column_key, self.column_key)}={self.column_value}"
+
+    def method_dirs(self) -> dict[str, str]:
+        """Method -> directory, for every student of this cell with a saved model and a record."""
+        found = {}
+        for name in sorted(os.listdir(self.directory)):
+            directory = os.path.join(self.directory, name)
+            if name != "teacher" and _finished(directory, "student.keras"):
+                found[name] = directory
+        return found
+
+
+def _finished(directory: str, model_file: str) -> bool:
+    return all(os.path.exists(os.path.join(directory, name)) for name in (model_file, "record.json"))
+
+
+def find_cells(
+    run_dir: str, columns: Sequence | None = None, seeds: Sequence[int] | None = None
+) -> list[Cell]:
+    """The cells of a table run that hold a saved teacher, in column then seed order.
+
+    Args:
+        run_dir: the `--output_dir` of a `--mode=table` run.
+        columns: keep only these column values (e.g. τ); compared as numbers when both parse as one.
+        seeds: keep only these seeds.
+    """
+    runs = os.path.join(os.fspath(run_dir), "runs")
+    if not os.path.isdir(runs):
+        raise ValueError(
+            f"`run_dir` must be the output directory of a table run (with a runs/ folder). "
+            f"Received: run_dir={os.fspath(run_dir)!r}"
+        )
+    cells = []
+    for column_name in os.listdir(runs):
+        column = re.fullmatch(r"([^=]+)=(.+)", column_name)
+        if not column or not os.path.isdir(os.path.join(runs, column_name)):
+            continue
+        for seed_name in os.listdir(os.path.join(runs, column_name)):
+            seed = re.fullmatch(r"seed=(-?\d+)", seed_name)
+            directory = os.path.join(runs, column_name, seed_name)
+            if seed and _finished(os.path.join(directory, "teacher"), experiment.TEACHER_FILE):
+                cells.append(Cell(column.group(1), column.group(2), int(seed.group(1)), directory))
+    if columns is not None:
+        cells = [cell for cell in cells if any(_same_value(cell.column_value, c) for c in columns)]
+    if seeds is not None:
+        cells = [cell for cell in cells if cell.seed in {int(seed) for seed in seeds}]
+    if not cells:
+        raise ValueError(
+            f"`run_dir` holds no finished teacher for columns={columns} and seeds={seeds}. "
+            f"Received: run_dir={os.fspath(run_dir)!r}"
+        )
+    return sorted(cells, key=lambda cell: (_sort_key(cell.column_value), cell.seed))
+
+
+def _same_value(first, second) -> bool:
+    try:
+        return math.isclose(float(first), float(second))
+    except (TypeError, ValueError):
+        return str(first) == str(second)
+
+
+def _sort_key(value: str):
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+# Loading a cell: the data regenerated from its teacher.json, the teacher, the students.
+
+
+@dataclasses.dataclass
+class _Split:
+    inputs: np.ndarray
+    labels: np.ndarray
+
+
+def _collect(dataset, max_examples: int | None) -> _Split:
+    """The `(inputs, labels)` of a batched pipeline as arrays, at most `max_examples` of them."""
+    inputs, labels, count = [], [], 0
+    for batch_inputs, batch_labels in dataset:
+        inputs.append(np.asarray(batch_inputs))
+        labels.append(np.asarray(batch_labels))
+        count += len(labels[-1])
+        if max_examples is not None and count >= max_examples:
+            break
+    inputs, labels = np.concatenate(inputs), np.concatenate(labels).astype(np.int64)
+    if max_examples is not None:
+        inputs, labels = inputs[:max_examples], labels[:max_examples]
+    return _Split(inputs, labels)
+
+
+def _split_of(splits, split: str):
+    dataset = {"test": splits.test, "train": splits.train_ordered, "validation": splits.validation}[split]
+    if dataset is None:
+        raise ValueError(f"This dataset has no ordered {split!r} split to analyse. Received: split={split!r}")
+    return dataset
+
+
+def load_teacher_data(teacher_dir: str, batch_size: int = 512):
+    """The teacher saved in `teacher_dir`, its `teacher.json`, and its data regenerated from that file.
+
+    The data of a table cell is a function of its data options and seed (the synthetic task is sampled
+    from the seed), so the arrays are exactly those the teacher and its students were trained and tested on.
+    """
+    info = read_json(os.path.join(teacher_dir, experiment.TEACHER_INFO))
+    splits = experiment.load_splits(info["dataset"], dict(info["data_options"]), batch_size, info["seed"])
+    _import_model_module(info.get("model"))
+    teacher, _ = experiment.load_teacher(teacher_dir, info["dataset"], splits.num_classes)
+    return teacher, info, splits
+
+
+def _import_model_module(model_name: str | None) -> None:
+    # Importing a model's module registers its custom layers (e.g. models.mlp.CosineLogits) for safe loading.
+    if model_name:
+        models.builder(model_name)
+
+
+def load_student(directory: str) -> tuple[keras.Model, dict]:
+    """A student saved by the table runner (`student.keras`, safe mode) and its `record.json`."""
+    record = read_json(os.path.join(directory, "record.json"))
+    _import_model_module(record.get("model"))
+    student = keras.saving.load_model(os.path.join(directory, "student.keras"), safe_mode=True, compile=False)
+    return student, record
+
+
+def _logits(model, inputs) -> np.ndarray:
+    return np.asarray(model.predict(inputs, batch_size=512, verbose=0), dtype=np.float64)
+
+
+def _accuracy(logits, labels) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+# Figure 2 and Proposition 1 for one student.
+
+
+def binned_means(x, y, bins: int = _RESCALING_BINS) -> list[dict]:
+    """Mean and median of `y` in `bins` equal-count bins of `x` (Figure 2 as a table)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"`x` and `y` must be equally long vectors. Received: {x.shape} and {y.shape}")
+    if bins < 1:
+        raise ValueError(f"`bins` must be >= 1. Received: bins={bins}")
+    order = np.argsort(x, kind="stable")
+    rows = []
+    for chosen in np.array_split(order, bins):
+        if chosen.size == 0:
+            continue
+        rows.append(
+            {
+                "x_low": float(x[chosen].min()),
+                "x_high": float(x[chosen].max()),
+                "x_mean": float(x[chosen].mean()),
+                "y_mean": float(y[chosen].mean()),
+                "y_median": float(np.median(y[chosen])),
+                "count": int(chosen.size),
+            }
+        )
+    return rows
+
+
+def _rescaling(loss, labels, teacher_logits, student_logits) -> dict:
+    result = analysis.rescaling_analysis(loss, labels, teacher_logits, student_logits)
+    # w is 0/0 where the student puts all its mass on the true class; such rows carry no gradient.
+    finite = np.isfinite(result["w"])
+    teacher_probs, factors = result["teacher_probs"][finite], result["w"][finite]
+    return {
+        "arrays": {"teacher_probs": teacher_probs, "w": factors},
+        "summary": {
+            "pearson": analysis.pearson(teacher_probs, factors) if factors.size > 1 else None,
+            "spearman": _spearman(teacher_probs, factors),
+            "w_mean": float(np.mean(factors)) if factors.size else None,
+            "w_median": float(np.median(factors)) if factors.size else None,
+            "non_finite": int((~finite).sum()),
+            "binned": binned_means(teacher_probs, factors) if factors.size else [],
+        },
+    }
+
+
+def _spearman(first, second) -> float | None:
+    # Rank correlation: w is heavy-tailed where the student is already sure, which dominates Pearson's r.
+    if len(first) < 2:
+        return None
+    return analysis.pearson(_ranks(first), _ranks(second))
+
+
+def _ranks(values) -> np.ndarray:
+    # Tied values share their average rank, so a constant w has no rank correlation at all.
+    _, inverse, counts = np.unique(
+        np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True
+    )
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse]
+
+
+def _fresh_copy(model: keras.Model, seed: int) -> keras.Model:
+    """The same architecture with newly initialised weights: the student at the start of training."""
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(model)
+
+
+# The whole analysis.
+
+
+def analyze_run(
+    run_dir,
+    *,
+    ls_run_dir=None,
+    figures_dir=None,
+    temperatures: Sequence[float] = (1.0, 4.0),
+    topk: int = 5,
+    columns: Sequence | None = None,
+    seeds: Sequence[int] | None = None,
+    split: str = "test",
+    rescaling_split: str = "train",
+    max_examples: int | None = None,
+    sweep_csv=None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Draws Figures 1-5 and Proposition 1's geometry for a finished table run and writes their numbers.
+
+    For each cell (column value, seed) of `run_dir` the data is regenerated from the teacher's
+    `teacher.json`; the teacher and every saved student are loaded in Keras safe mode. Written to
+    `figures_dir` (default `run_dir/figures`):
+
+    - `figure1_<cell>.png`: class-correlation heatmaps of the teacher at each temperature, of KD-topk's
+      target at the highest, and the cosines of the teacher's logit-layer class vectors;
+      `figure1_high_temperature_seed=<s>.png`: the highest-temperature matrix of every column side by side.
+    - `figure2_<cell>.png`: the KD student's gradient rescaling `w` against `q^T_t` at the end of training
+      (on `rescaling_split`), and `figure2_start_<cell>.png` for a freshly initialised student.
+    - `geometry_<cell>.png`: Proposition 1, the KD student's distance to each wrong class's vector
+      against the teacher's probability of that class.
+    - `figure3_<column>.png`: KD-topk's uplift over KD against `k`, from `sweep_csv` (default
+      `figures_dir/topk_sweep.csv` when it exists, as written by `topk_sweep`).
+    - `figure4_<cell>.png`, `figure5_<cell>.png`: with `ls_run_dir`, a table run on the same data whose
+      teachers were trained with label smoothing: both teachers' heatmaps at the highest temperature
+      (one shared colour scale) and histograms of their `q^T_t` at the lowest.
+    - `summary.json` (every number), `block_contrast.csv`, `students.csv`, `topk_uplift.csv`.
+
+    Args:
+        run_dir: output directory of a `--mode=table` run.
+        ls_run_dir: optional second table run whose teachers used `--teacher_label_smoothing`.
+        figures_dir: where to write (default `run_dir/figures`).
+        temperatures: temperatures of the teacher heatmaps; Figure 4 uses the highest, Figure 5 the lowest.
+        topk: `k` of Figure 1's KD-topk panel (0 skips it).
+        columns, seeds: restrict the cells analysed (default: all).
+        split: examples of the heatmaps, histograms and geometry (`test`, `train`, `validation`).
+        rescaling_split: examples of Figure 2 (`train`: the gradients the student was trained with).
+        max_examples: cap on the examples taken from each split.
+        sweep_csv: a `topk_sweep` CSV for Figure 3.
+        log: progress messages.
+
+    Returns:
+        The summary written to `summary.json`.
+    """
+    temperatures = _check_temperatures(temperatures)
+    for name, value in (("split", split), ("rescaling_split", rescaling_split)):
+        if value not in _SPLITS:
+            raise ValueError(f"`{name}` must be one of {', '.join(_SPLITS)}. Received: {name}={value!r}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"`max_examples` must be >= 1. Received: max_examples={max_examples}")
+    run_dir = os.fspath(run_dir)
+    figures_dir = os.fspath(figures_dir) if figures_dir else os.path.join(run_dir, FIGURES_DIR)
+    os.makedirs(figures_dir, exist_ok=True)
+    ls_cells = (
+        {_cell_key(cell): cell for cell in find_cells(ls_run_dir, columns, seeds)} if ls_run_dir else {}
+    )
+
+    summary: dict = {
+        "run_dir": os.path.abspath(run_dir),
+        "ls_run_dir": os.path.abspath(ls_run_dir) if ls_run_dir else None,
+        "split": split,
+        "rescaling_split": rescaling_split,
+        "temperatures": temperatures,
+        "topk": int(topk) if topk else None,
+        "cells": {},
+        "label_smoothing": {},
+        "figures": [],
+    }
+    contrast_rows, student_rows = [], []
+    high_temperature_matrices: dict[int, dict] = {}
+    high_title = f"teacher T={max(temperatures):g}"
+    for cell in find_cells(run_dir, columns, seeds):
+        log(f"Analysing {cell.name}")
+        cell_summary, loaded = _analyze_cell(
+            cell, figures_dir, temperatures, topk, split, rescaling_split, max_examples, summary["figures"]
+        )
+        summary["cells"][cell.name] = cell_summary
+        high_temperature_matrices.setdefault(cell.seed, {})[cell] = loaded
+        for title, values in cell_summary["teacher"].get("block_contrast", {}).items():
+            contrast_rows.append(_contrast_row(cell, "teacher", title, values))
+        for method, values in cell_summary["students"].items():
+            student_rows.append(_student_row(cell, method, values))
+        if _cell_key(cell) in ls_cells:
+            comparison = _compare_with_ls(
+                cell, ls_cells[_cell_key(cell)], loaded, figures_dir, temperatures, summary["figures"]
+            )
+            summary["label_smoothing"][cell.name] = comparison
+            for teacher_name, values in comparison["heatmap"].items():
+                if "block_contrast" in values:
+                    contrast_rows.append(
+                        _contrast_row(
+                            cell, teacher_name, f"T={max(temperatures):g}", values["block_contrast"]
+                        )
+                    )
+        keras.backend.clear_session()
+
+    for seed, by_cell in high_temperature_matrices.items():
+        matrices = {
+            f"{cell.label}, {high_title}": entry["matrices"][high_title] for cell, entry in by_cell.items()
+        }
+        if len(matrices) > 1:
+            boundaries = next(iter(by_cell.values()))["boundaries"]
+            path = os.path.join(figures_dir, f"figure1_high_temperature_seed={seed}.png")
+            plots.correlation_heatmaps(
+                matrices,
+                path,
+                boundaries=boundaries,
+                title=f"Teacher class correlations at T={max(temperatures):g}, by column",
+            )
+            summary["figures"].append(os.path.basename(path))
+
+    sweep_csv = os.fspath(sweep_csv) if sweep_csv else os.path.join(figures_dir, SWEEP_CSV)
+    uplift_rows = []
+    if os.path.exists(sweep_csv):
+        summary["topk_uplift"], uplift_rows = _figure3(sweep_csv, figures_dir, summary["figures"])
+    summary["figures"] = sorted(set(summary["figures"]))
+    _write_csv(os.path.join(figures_dir, BLOCK_CONTRAST_CSV), contrast_rows)
+    _write_csv(os.path.join(figures_dir, STUDENTS_CSV), student_rows)
+    if uplift_rows:
+        _write_csv(os.path.join(figures_dir, UPLIFT_CSV), uplift_rows)
+    atomic_write_text(
+        os.path.join(figures_dir, SUMMARY_JSON), json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    )
+    log(f"Figures and numbers: {figures_dir}")
+    return summary
+
+
+def _check_temperatures(temperatures) -> list[float]:
+    checked = sorted({float(value) for value in temperatures})
+    if not checked or checked[0] <= 0:
+        raise ValueError(
+            f"`temperatures` must be one or more values > 0. Received: temperatures={list(temperatures)}"
+        )
+    return checked
+
+
+def _cell_key(cell: Cell):
+    # "0.9" and "0.90" name the same column.
+    return cell.column_key, _sort_key(cell.column_value), cell.seed
+
+
+def _analyze_cell(cell, figures_dir, temperatures, topk, split, rescaling_split, max_examples, figures):
+    teacher, info, splits = load_teacher_data(os.path.join(cell.directory, "teacher"))
+    evaluation = _collect(_split_of(splits, split), max_examples)
+    teacher_logits = _logits(teacher, evaluation.inputs)
+    teacher_accuracy = _accuracy(teacher_logits, evaluation.labels)
+    recorded = info.get("test_accuracy")
+    if (
+        split == "test"
+        and max_examples is None
+        and recorded is not None
+        and abs(teacher_accuracy - recorded) > 0.01
+    ):
+        raise ValueError(
+            f"The teacher of {cell.directory} scores {teacher_accuracy:.4f} on the regenerated test split but "
+            f"{recorded:.4f} was recorded: the data options in {experiment.TEACHER_INFO} no longer give its data."
+        )
+    num_classes = splits.num_classes
+    kept = int(topk) if topk and topk < num_classes else None
+    result = analysis.analyze_teacher(
+        teacher_logits,
+        evaluation.labels,
+        splits.class_parents,
+        kernel=analysis.logit_kernel(teacher),
+        temperatures=temperatures,
+        topk=kept,
+    )
+    path = os.path.join(figures_dir, f"figure1_{cell.name}.png")
+    plots.correlation_heatmaps(
+        result["matrices"],
+        path,
+        boundaries=result["boundaries"],
+        title=f"Figure 1: {cell.label}, seed {cell.seed}",
+    )
+    figures.append(os.path.basename(path))
+    teacher_summary = {
+        **result["summary"],
+        "recorded_test_accuracy": recorded,
+        "label_smoothing": info.get("label_smoothing", 0.0),
+    }
+
+    training = _collect(_split_of(splits, rescaling_split), max_examples)
+    training_teacher_logits = _logits(teacher, training.inputs)
+    students = {}
+    for method, directory in cell.method_dirs().items():
+        student, record = load_student(directory)
+        student_logits = _logits(student, evaluation.inputs)
+        entry = {
+            "recorded_test_accuracy": record.get("test_accuracy"),
+            f"{split}_accuracy": _accuracy(student_logits, evaluation.labels),
+            "hyperparameters": record.get("hyperparameters", {}),
+        }
+        loss = experiment.method_loss(method, record.get("hyperparameters", {}), teacher, splits)
+        rescaling = _rescaling(
+            loss, training.labels, training_teacher_logits, _logits(student, training.inputs)
+        )
+        entry["rescaling_end"] = rescaling["summary"]
+        geometry = analysis.model_logit_geometry(
+            student, evaluation.inputs, teacher_logits, evaluation.labels
+        )
+        entry["geometry"] = {
+            "pearson_distance_vs_teacher_prob": geometry["pearson"],
+            "pearson_squared_gap_vs_log_teacher_prob": geometry["pearson_log_gap"],
+            "normalized": geometry["normalized"],
+        }
+        if method == "kd":
+            start = _fresh_copy(student, cell.seed + 1)
+            rescaling_start = _rescaling(
+                loss, training.labels, training_teacher_logits, _logits(start, training.inputs)
+            )
+            entry["rescaling_start"] = rescaling_start["summary"]
+            for stage, values in (("", rescaling), ("start_", rescaling_start)):
+                path = os.path.join(figures_dir, f"figure2_{stage}{cell.name}.png")
+                when = "end" if not stage else "start"
+                plots.rescaling_scatter(
+                    values["arrays"]["teacher_probs"],
+                    values["arrays"]["w"],
+                    path,
+                    title=f"KD, {cell.label}, {when} of training",
+                )
+                figures.append(os.path.basename(path))
+            path = os.path.join(figures_dir, f"geometry_{cell.name}.png")
+            wrong = geometry["wrong_class"]
+            plots.geometry_scatter(
+                geometry["teacher_probs"][wrong],
+                geometry["distances"][wrong],
+                path,
+                title=f"KD student, {cell.label}",
+            )
+            figures.append(os.path.basename(path))
+        students[method] = entry
+    cell_summary = {
+        "column_key": cell.column_key,
+        "column_value": cell.column_value,
+        "seed": cell.seed,
+        "data_options": info.get("data_options", {}),
+        "teacher": teacher_summary,
+        "students": students,
+    }
+    loaded = {
+        "matrices": result["matrices"],
+        "boundaries": result["boundaries"],
+        "teacher": teacher,
+        "info": info,
+        "splits": splits,
+        "evaluation": evaluation,
+        "teacher_logits": teacher_logits,
+    }
+    return cell_summary, loaded
+
+
+def _compare_with_ls(cell, ls_cell, loaded, figures_dir, temperatures, figures) -> dict:
+    info, splits, evaluation = loaded["info"], loaded["splits"], loaded["evaluation"]
+    ls_teacher, ls_info, _ = load_teacher_data(os.path.join(ls_cell.directory, "teacher"))
+    if info.get("data_options") != ls_info.get("data_options") or info.get("seed") != ls_info.get("seed"):
+        raise ValueError(
+            f"`ls_run_dir`'s teacher {ls_cell.directory} was trained on other data than {cell.directory}: "
+            f"{ls_info.get('data_options')} (seed {ls_info.get('seed')}) against {info.get('data_options')} "
+            f"(seed {info.get('seed')})."
+        )
+    names = [
+        _teacher_name(info.get("label_smoothing", 0.0)),
+        _teacher_name(ls_info.get("label_smoothing", 0.0), other=True),
+    ]
+    logits = dict(zip(names, [loaded["teacher_logits"], _logits(ls_teacher, evaluation.inputs)], strict=True))
+    high, low = max(temperatures), min(temperatures)
+    heatmap = analysis.compare_teachers(logits, evaluation.labels, splits.class_parents, temperature=high)
+    histogram = analysis.compare_teachers(logits, evaluation.labels, splits.class_parents, temperature=low)
+    boundaries = (
+        analysis.superclass_boundaries(splits.class_parents) if splits.class_parents is not None else ()
+    )
+    path = os.path.join(figures_dir, f"figure4_{cell.name}.png")
+    plots.correlation_heatmaps(
+        heatmap["matrices"],
+        path,
+        boundaries=boundaries,
+        title=f"Figure 4: teacher class correlations at T={high:g}, {cell.label}",
+        value_range="off_diagonal_shared",
+    )
+    figures.append(os.path.basename(path))
+    path = os.path.join(figures_dir, f"figure5_{cell.name}.png")
+    plots.probability_histograms(
+        histogram["ground_truth_probs"],
+        path,
+        title=f"Figure 5: teacher $q_t$ at T={low:g}, {cell.label}",
+    )
+    figures.append(os.path.basename(path))
+    accuracy = {}
+    for directory_cell, teacher_name in zip((cell, ls_cell), names, strict=True):
+        values = {
+            "teacher": read_json(os.path.join(directory_cell.directory, "teacher", "record.json"))[
+                "test_accuracy"
+            ]
+        }
+        for method, directory in directory_cell.method_dirs().items():
+            values[method] = read_json(os.path.join(directory, "record.json"))["test_accuracy"]
+        accuracy[teacher_name] = values
+    return {
+        "teachers": names,
+        "heatmap_temperature": high,
+        "histogram_temperature": low,
+        "heatmap": heatmap["summary"],
+        "histogram": {
+            name: {
+                **values,
+                "quantiles": {
+                    f"q{int(100 * q)}": float(np.quantile(histogram["ground_truth_probs"][name], q))
+                    for q in (0.1, 0.5, 0.9)
+                },
+            }
+            for name, values in histogram["summary"].items()
+        },
+        "test_accuracy": accuracy,
+    }
+
+
+def _teacher_name(label_smoothing: float, other: bool = False) -> str:
+    if label_smoothing:
+        return f"teacher with LS (ε={label_smoothing:g})"
+    return "teacher w/o LS" + (" (second run)" if other else "")
+
+
+def _contrast_row(cell, teacher, matrix, values) -> dict:
+    return {
+        cell.column_key: cell.column_value,
+        "seed": cell.seed,
+        "teacher": teacher,
+        "matrix": matrix,
+        **{name: values[name] for name in ("within", "across", "difference", "ratio")},
+    }
+
+
+def _student_row(cell, method, values) -> dict:
+    row = {
+        cell.column_key: cell.column_value,
+        "seed": cell.seed,
+        "method": method,
+        "recorded_test_accuracy": values["recorded_test_accuracy"],
+    }
+    for stage in ("rescaling_end", "rescaling_start"):
+        if stage in values:
+            for name in ("pearson", "spearman", "w_mean", "w_median"):
+                row[f"{stage}.{name}"] = values[stage][name]
+    row["geometry.pearson"] = values["geometry"]["pearson_distance_vs_teacher_prob"]
+    row["geometry.pearson_log_gap"] = values["geometry"]["pearson_squared_gap_vs_log_teacher_prob"]
+    return row
+
+
+def _write_csv(path: str, rows: Sequence[dict]) -> None:
+    fields = []
+    for row in rows:
+        fields.extend(name for name in row if name not in fields)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+# Figure 3: KD-topk against k.
+
+
+def _figure3(sweep_csv: str, figures_dir: str, figures: list) -> tuple[dict, list[dict]]:
+    with open(sweep_csv, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"`sweep_csv` holds no results. Received: sweep_csv={sweep_csv!r}")
+    column_key = rows[0]["column_key"]
+    series, uplift_rows = {}, []
+    for column_value in sorted({row["column_value"] for row in rows}, key=_sort_key):
+        chosen = [row for row in rows if row["column_value"] == column_value]
+        kd_runs = {
+            int(row["seed"]): 100 * float(row["test_accuracy"]) for row in chosen if row["method"] == "kd"
+        }
+        topk_runs = [row for row in chosen if row["method"] == "kd_topk"]
+        if not kd_runs or not topk_runs:
+            continue
+        # Each k is compared with KD of its own seed (same teacher and initialisation), then averaged.
+        records = [
+            (int(row["topk"]), 100 * float(row["test_accuracy"]) - kd_runs[int(row["seed"])])
+            for row in topk_runs
+            if int(row["seed"]) in kd_runs
+        ]
+        values = analysis.topk_uplift_series(records, 0.0)
+        values["kd_accuracy"] = float(np.mean(list(kd_runs.values())))
+        label = f"{_DISPLAY_NAMES.get(column_key, column_key)}={column_value}"
+        path = os.path.join(figures_dir, f"figure3_{column_key}={column_value}.png")
+        plots.topk_uplift(
+            values["ks"],
+            values["uplift"],
+            path,
+            stds=values["uplift_std"] if max(values["runs"]) > 1 else None,
+            title=f"Figure 3: KD-topk over KD ({values['kd_accuracy']:.2f}%), {label}",
+        )
+        figures.append(os.path.basename(path))
+        series[f"{column_key}={column_value}"] = values
+        for index, k in enumerate(values["ks"]):
+            uplift_rows.append(
+                {
+                    column_key: column_value,
+                    "k": k,
+                    "uplift_points": values["uplift"][index],
+                    "uplift_std": values["uplift_std"][index],
+                    "seeds": values["runs"][index],
+                    "kd_accuracy": values["kd_accuracy"],
+                }
+            )
+    return series, uplift_rows
+
+
+def topk_sweep(
+    run_dir,
+    ks: Sequence[int],
+    *,
+    columns: Sequence | None = None,
+    seeds: Sequence[int] | None = None,
+    train_config: experiment.TrainConfig | None = None,
+    epochs: int | None = None,
+    output_csv=None,
+    precision: str = "float32",
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Trains a KD-topk student for each `k` (and a KD student) from every saved teacher of a table run.
+
+    Students reuse the architecture of the cell's KD student (fresh weights from the same seed the table
+    used), KD's temperature and alpha, and one training config, so each `k` differs from KD only in its
+    target. Runs are kept under `run_dir/topk_sweep/<column>/<seed>/k=<k>/` and reused when the sweep is
+    run again; one row per run goes to `output_csv` (default `run_dir/figures/topk_sweep.csv`), which
+    `analyze_run` turns into Figure 3.
+
+    Args:
+        run_dir: output directory of a table run that trained `kd`.
+        ks: the values of `k` (each in [1, M]).
+        columns, seeds: restrict the cells (default: all).
+        train_config: batch size, optimizer and learning rate (default: `TrainConfig()`, the runner's
+            defaults); pass the table run's values.
+        epochs: epochs per student (default: those recorded by the cell's KD student).
+        output_csv: the CSV to write.
+        precision: compute precision of the students.
+        log: progress messages.
+    """
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"`ks` must be a non-empty list of positive integers. Received: ks={ks}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs}")
+    run_dir = os.fspath(run_dir)
+    base_config = train_config or experiment.TrainConfig(verbose=0)
+    output_csv = os.fspath(output_csv) if output_csv else os.path.join(run_dir, FIGURES_DIR, SWEEP_CSV)
+    rows = []
+    for cell in find_cells(run_dir, columns, seeds):
+        kd_directory = os.path.join(cell.directory, "kd")
+        if not _finished(kd_directory, "student.keras"):
+            raise ValueError(f"`topk_sweep` needs the table's KD student in {kd_directory}.")
+        template, kd_record = load_student(kd_directory)
+        config = dataclasses.replace(base_config, epochs=epochs or int(kd_record["epochs"]))
+        hyperparameters = {name: kd_record["hyperparameters"][name] for name in ("temperature", "alpha")}
+        teacher_dir = os.path.join(cell.directory, "teacher")
+        for k in [None, *sorted({int(k) for k in ks})]:
+            method = "kd" if k is None else "kd_topk"
+            directory = os.path.join(
+                run_dir,
+                SWEEP_DIR,
+                f"{cell.column_key}={cell.column_value}",
+                f"seed={cell.seed}",
+                "kd" if k is None else f"k={k}",
+            )
+            record_path = os.path.join(directory, "record.json")
+            if os.path.exists(record_path):
+                result = read_json(record_path)
+            else:
+                teacher, _, splits = load_teacher_data(teacher_dir, config.batch_size)
+                if k is not None and k > splits.num_classes:
+                    raise ValueError(
+                        f"`ks` must be <= the number of classes {splits.num_classes}. Received: k={k}"
+                    )
+                arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
+                loss = experiment.method_loss(method, arguments, teacher, splits)
+                student = _fresh_copy(template, cell.seed + 1)
+                result = experiment.train(
+                    student=student,
+                    teacher=teacher,
+                    loss=loss,
+                    splits=splits,
+                    config=config,
+                    precision=precision,
+                    run_dir=directory,
+                )
+                result = {
+                    **result,
+                    "epochs": config.epochs,
+                    "batch_size": config.batch_size,
+                    "learning_rate": config.learning_rate,
+                    "optimizer": config.optimizer,
+                }
+                os.makedirs(directory, exist_ok=True)
+                atomic_write_text(record_path, json.dumps(result, indent=2) + "\n")
+                keras.backend.clear_session()
+            row = {
+                "column_key": cell.column_key,
+                "column_value": cell.column_value,
+                "seed": cell.seed,
+                "method": method,
+                "topk": "" if k is None else k,
+                **hyperparameters,
+                **{
+                    name: result[name]
+                    for name in (
+                        "test_accuracy",
+                        "best_validation_accuracy",
+                        "best_epoch",
+                        "epochs",
+                        "wall_time_s",
+                    )
+                },
+            }
+            rows.append(row)
+            log(
+                f"top-k sweep {cell.name} {method} k={k or 'all'}: test accuracy "
+                f"{100 * row['test_accuracy']:.2f}% ({row['wall_time_s']:.0f} s)"
+            )
+    _write_csv(output_csv, rows)
+    return rows
+
+
+# `run.py --mode=analyze`.
+
+
+def run(options) -> None:
+    """`--mode=analyze`: optionally the KD-topk sweep, then every figure, for `--output_dir`.
+
+    Reads the flags `output_dir`, `temperature` (heatmaps at T=1 and this), `topk`, `taus` and `seeds`
+    (only when given on the command line), and, when the runner defines them, `ls_run_dir`,
+    `figures_dir`, `topk_sweep` (a list of k) and the student training flags for the sweep.
+    """
+    flag_values = options.flags
+    run_dir = flag_values.output_dir
+    figures_dir = getattr(flag_values, "figures_dir", None) or os.path.join(run_dir, FIGURES_DIR)
+    columns = [float(tau) for tau in flag_values.taus] if _was_set(flag_values, "taus") else None
+    seeds = options.seeds if _was_set(flag_values, "seeds") else None
+    sweep = [int(k) for k in (getattr(flag_values, "topk_sweep", None) or [])]
+    sweep_csv = os.path.join(figures_dir, SWEEP_CSV)
+    if sweep:
+        config = options.train_config("student", options.keras_verbose(single_run=False))
+        topk_sweep(
+            run_dir,
+            sweep,
+            columns=columns,
+            seeds=seeds,
+            train_config=config,
+            epochs=flag_values.epochs if _was_set(flag_values, "epochs") else None,
+            output_csv=sweep_csv,
+            precision=flag_values.precision,
+        )
+    analyze_run(
+        run_dir,
+        ls_run_dir=getattr(flag_values, "ls_run_dir", None),
+        figures_dir=figures_dir,
+        temperatures=(1.0, flag_values.temperature),
+        topk=flag_values.topk,
+        columns=columns,
+        seeds=seeds,
+        sweep_csv=sweep_csv,
+    )
+
+
+def _was_set(flag_values, name: str) -> bool:
+    try:
+        return flag_values[name].present > 0
+    except KeyError:
+        return False

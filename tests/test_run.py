@@ -1,0 +1,163 @@
+"""`run.py` end to end on tiny presets, and its refusals of bad input before any work."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import run  # noqa: F401 (defines the flags)
+from kd_tf import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--taus=0.8",
+    "--num_classes=8",
+    "--num_superclasses=2",
+    "--dim=16",
+    "--difficulty=1",
+    "--train_examples=256",
+    "--validation_examples=128",
+    "--test_examples=128",
+    "--batch_size=64",
+    "--epochs=2",
+    "--teacher_width=16",
+    "--student_width=4",
+    "--rel_target=0.5",
+    "--rel_sibling=0.1",
+    "--progress=none",
+    "--jit_compile=false",
+]
+
+
+def run_in_process(argv):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *argv])
+        cli.run(flags.FLAGS)
+
+
+def test_tiny_table_writes_well_formed_results(tmp_path):
+    output_dir = str(tmp_path / "table")
+    run_in_process([*TINY, f"--output_dir={output_dir}"])
+    records = json.load(open(os.path.join(output_dir, "results.json")))
+    methods = [
+        "teacher",
+        "student",
+        "ls",
+        "kd",
+        "kd_pt",
+        "kd_sim",
+        "kd_pt_sim",
+        "kd_topk",
+        "kd_rel",
+        "kd_pt_rel",
+    ]
+    assert [r["method"] for r in records] == methods
+    assert {r["tau"] for r in records} == {0.8}
+    for record in records:
+        assert 0.0 <= record["test_accuracy"] <= 1.0
+        assert record["wall_time_s"] > 0
+    rows = list(csv.DictReader(open(os.path.join(output_dir, "results.csv"))))
+    assert len(rows) == len(records)
+    assert {"tau", "seed", "method", "test_accuracy", "hyperparameters.temperature"} <= set(rows[0])
+    table = open(os.path.join(output_dir, "results.md")).read()
+    assert "| method | tau = 0.8 |" in table
+    assert table.count("\n| ") == 1 + len(methods)  # header + one row per method
+    # A finished table is never overwritten silently.
+    with pytest.raises(cli.UserError, match="already holds results"):
+        run_in_process([*TINY, f"--output_dir={output_dir}"])
+
+
+def test_teacher_then_student_from_the_saved_teacher(tmp_path):
+    teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
+    run_in_process([*TINY, "--mode=teacher", f"--output_dir={teacher_dir}"])
+    info = json.load(open(os.path.join(teacher_dir, "teacher.json")))
+    assert info["dataset"] == "synthetic" and info["num_classes"] == 8
+    run_in_process(
+        [
+            *TINY,
+            "--mode=student",
+            "--method=kd_topk",
+            "--topk=2",
+            f"--teacher_dir={teacher_dir}",
+            f"--output_dir={student_dir}",
+        ]
+    )
+    (record,) = json.load(open(os.path.join(student_dir, "results.json")))
+    assert record["method"] == "kd_topk" and record["hyperparameters"]["topk"] == 2
+    # A teacher for other classes does not fit.
+    with pytest.raises(cli.UserError, match="trained with num_classes=8, but --num_classes asks for 12"):
+        run_in_process(
+            [
+                *TINY,
+                "--mode=student",
+                "--num_classes=12",
+                "--num_superclasses=2",
+                f"--teacher_dir={teacher_dir}",
+                f"--output_dir={tmp_path / 'other'}",
+            ]
+        )
+
+
+BAD_FLAGS = [
+    (["--method=kd_bogus"], "kd_bogus"),
+    (["--methods=kd,nope"], "--methods must be names from"),
+    (["--taus=1.0"], "--taus must be numbers in"),
+    (["--taus=-0.1"], "--taus must be numbers in"),
+    (["--num_classes=10", "--num_superclasses=4"], "multiple of --num_superclasses"),
+    (["--temperature=0"], "temperature"),
+    (["--alpha=1.5"], "alpha"),
+    (["--topk=0"], "topk"),
+    (["--seeds=a,b"], "--seeds must be a list of integers"),
+    (["--strategy=tpu"], "--strategy=tpu needs --tpu"),
+    (["--mode=student"], "--mode=student needs --teacher_dir"),
+    (["--lr_boundary_epochs=10,20", "--lr_multipliers=1,0.1"], "one more entry"),
+    (["--precision=float8"], "precision"),
+    (["--dataset=mnist"], "dataset"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_FLAGS)
+def test_bad_flags_are_refused_when_parsed(argv, message):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        with pytest.raises(flags.Error, match=message):
+            flags.FLAGS(["run.py", *argv])
+
+
+BAD_RUNS = [
+    (["--dataset=digits", "--methods=kd_rel"], "needs a class hierarchy"),
+    (["--dataset=imagenet"], "needs --data_dir"),
+    (["--dataset=cifar100", "--data_dir=/nonexistent/cifar"], "is not a directory"),
+    (["--mode=student", "--teacher_dir=/nonexistent/teacher"], "holds no trained teacher"),
+    (["--methods=kd_rel", "--rel_target=0.9", "--rel_sibling=0.05"], "rel_target"),
+    (["--method_overrides=kd:temperature=-1"], "temperature"),
+    (["--method_overrides=kd_wrong:temperature=2"], "unknown method"),
+    (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_RUNS)
+def test_bad_runs_are_refused_before_any_work(tmp_path, argv, message):
+    output_dir = tmp_path / "out"
+    with pytest.raises(cli.UserError, match=message):
+        run_in_process([*TINY, *argv, f"--output_dir={output_dir}"])
+    assert not output_dir.exists()
+
+
+def test_command_line_error_exit_code_and_one_line_message(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "run.py", "--dataset=imagenet", f"--output_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "Error: --dataset=imagenet needs --data_dir" in completed.stderr
+    assert "Traceback" not in completed.stderr
