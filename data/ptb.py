@@ -137,7 +137,8 @@ class Corpus:
         vocabulary: the words, id order (most frequent first).
         train_ids, valid_ids, test_ids: 1-D int32 id streams (an `<eos>` closes every line).
         batch_size: lanes of the training stream.
-        eval_batch_size: lanes of the validation and test streams.
+        eval_batch_size: lanes of the validation stream.
+        test_batch_size: lanes of the test stream (AWD-LSTM: 1, so the whole test set is one running text).
         bptt: base window length.
         seed: seed of the random window lengths (combined with the epoch number).
     """
@@ -148,11 +149,12 @@ class Corpus:
     test_ids: np.ndarray
     batch_size: int = 20
     eval_batch_size: int = 10
+    test_batch_size: int = 1
     bptt: int = 70
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("batch_size", "eval_batch_size", "bptt"):
+        for name in ("batch_size", "eval_batch_size", "test_batch_size", "bptt"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
@@ -175,7 +177,7 @@ class Corpus:
 
     def lane_count(self, split: str) -> int:
         """Lanes (batch size) used for `split`."""
-        return self.batch_size if split == "train" else self.eval_batch_size
+        return {"train": self.batch_size, "valid": self.eval_batch_size}.get(split, self.test_batch_size)
 
     def lanes(self, split: str) -> np.ndarray:
         """`[lanes, steps]` int32 array of `split` (see `batchify`)."""
@@ -239,7 +241,12 @@ class LanguageModelSplits(Splits):
 
 
 def load_corpus(
-    data_dir: str | None, batch_size: int = 20, eval_batch_size: int = 10, bptt: int = 70, seed: int = 0
+    data_dir: str | None,
+    batch_size: int = 20,
+    eval_batch_size: int = 10,
+    test_batch_size: int = 1,
+    bptt: int = 70,
+    seed: int = 0,
 ) -> Corpus:
     """Reads `ptb.{train,valid,test}.txt` from `data_dir`; the vocabulary is built from the training file."""
     paths = [os.path.join(data_dir or "", name) for name in FILENAMES]
@@ -260,6 +267,7 @@ def load_corpus(
         test_ids=to_ids(test_words, word_index),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
+        test_batch_size=test_batch_size,
         bptt=bptt,
         seed=seed,
     )
@@ -269,12 +277,13 @@ def load(
     data_dir: str | None = None,
     batch_size: int = 20,
     eval_batch_size: int = 10,
+    test_batch_size: int = 1,
     bptt: int = 70,
     seed: int = 0,
     **unused,
 ) -> LanguageModelSplits:
     """PTB as `LanguageModelSplits`; options of other datasets are ignored."""
-    return load_corpus(data_dir, batch_size, eval_batch_size, bptt, seed).splits()
+    return load_corpus(data_dir, batch_size, eval_batch_size, test_batch_size, bptt, seed).splits()
 
 
 def unigram_perplexity(corpus: Corpus, split: str = "valid") -> float:

@@ -173,8 +173,31 @@ def load_student(directory: str) -> tuple[keras.Model, dict]:
     return student, record
 
 
+def _outputs(model, inputs, batch_size: int = 1024, wrap: bool = False) -> np.ndarray:
+    # Direct calls in inference mode: `predict` would trace a new function for every model loaded here.
+    # `wrap` passes the input as a one-element list, for sub-models built on `model.inputs`.
+    chunks = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(
+        [np.asarray(model([chunk] if wrap else chunk, training=False), dtype=np.float64) for chunk in chunks]
+    )
+
+
 def _logits(model, inputs) -> np.ndarray:
-    return np.asarray(model.predict(inputs, batch_size=512, verbose=0), dtype=np.float64)
+    return _outputs(model, inputs)
+
+
+def _geometry(model, inputs, teacher_logits, labels) -> dict:
+    """`analysis.model_logit_geometry` at `T = 1`, on the model's logit layer named "logits"."""
+    layer = model.get_layer("logits")
+    # Cosine logits compare l2-normalised vectors; a plain Dense layer compares them as they are.
+    normalize = not isinstance(layer, keras.layers.Dense)
+    penultimate = _outputs(analysis.penultimate_model(model), inputs, wrap=True)
+    return {
+        **analysis.logit_geometry(
+            penultimate, analysis.logit_kernel(model), teacher_logits, labels, 1.0, normalize
+        ),
+        "normalized": normalize,
+    }
 
 
 def _accuracy(logits, labels) -> float:
@@ -312,10 +335,14 @@ def analyze_run(
         raise ValueError(f"`max_examples` must be >= 1. Received: max_examples={max_examples}")
     run_dir = os.fspath(run_dir)
     figures_dir = os.fspath(figures_dir) if figures_dir else os.path.join(run_dir, FIGURES_DIR)
-    os.makedirs(figures_dir, exist_ok=True)
+    cells = find_cells(run_dir, columns, seeds)
     ls_cells = (
         {_cell_key(cell): cell for cell in find_cells(ls_run_dir, columns, seeds)} if ls_run_dir else {}
     )
+    for cell in cells:
+        if _cell_key(cell) in ls_cells:
+            _check_same_data(cell, ls_cells[_cell_key(cell)])
+    os.makedirs(figures_dir, exist_ok=True)
 
     summary: dict = {
         "run_dir": os.path.abspath(run_dir),
@@ -331,7 +358,7 @@ def analyze_run(
     contrast_rows, student_rows = [], []
     high_temperature_matrices: dict[int, dict] = {}
     high_title = f"teacher T={max(temperatures):g}"
-    for cell in find_cells(run_dir, columns, seeds):
+    for cell in cells:
         log(f"Analysing {cell.name}")
         cell_summary, loaded = _analyze_cell(
             cell, figures_dir, temperatures, topk, split, rescaling_split, max_examples, summary["figures"]
@@ -457,9 +484,7 @@ def _analyze_cell(cell, figures_dir, temperatures, topk, split, rescaling_split,
             loss, training.labels, training_teacher_logits, _logits(student, training.inputs)
         )
         entry["rescaling_end"] = rescaling["summary"]
-        geometry = analysis.model_logit_geometry(
-            student, evaluation.inputs, teacher_logits, evaluation.labels
-        )
+        geometry = _geometry(student, evaluation.inputs, teacher_logits, evaluation.labels)
         entry["geometry"] = {
             "pearson_distance_vs_teacher_prob": geometry["pearson"],
             "pearson_squared_gap_vs_log_teacher_prob": geometry["pearson_log_gap"],
@@ -514,12 +539,6 @@ def _analyze_cell(cell, figures_dir, temperatures, topk, split, rescaling_split,
 def _compare_with_ls(cell, ls_cell, loaded, figures_dir, temperatures, figures) -> dict:
     info, splits, evaluation = loaded["info"], loaded["splits"], loaded["evaluation"]
     ls_teacher, ls_info, _ = load_teacher_data(os.path.join(ls_cell.directory, "teacher"))
-    if info.get("data_options") != ls_info.get("data_options") or info.get("seed") != ls_info.get("seed"):
-        raise ValueError(
-            f"`ls_run_dir`'s teacher {ls_cell.directory} was trained on other data than {cell.directory}: "
-            f"{ls_info.get('data_options')} (seed {ls_info.get('seed')}) against {info.get('data_options')} "
-            f"(seed {info.get('seed')})."
-        )
     names = [
         _teacher_name(info.get("label_smoothing", 0.0)),
         _teacher_name(ls_info.get("label_smoothing", 0.0), other=True),
@@ -574,6 +593,19 @@ def _compare_with_ls(cell, ls_cell, loaded, figures_dir, temperatures, figures) 
         },
         "test_accuracy": accuracy,
     }
+
+
+def _check_same_data(cell: Cell, ls_cell: Cell) -> None:
+    """Both teachers must have seen the same examples: Figures 4 and 5 compare them example by example."""
+    info = read_json(os.path.join(cell.directory, "teacher", experiment.TEACHER_INFO))
+    ls_info = read_json(os.path.join(ls_cell.directory, "teacher", experiment.TEACHER_INFO))
+    fields = ("dataset", "data_options", "seed")
+    if any(info.get(field) != ls_info.get(field) for field in fields):
+        raise ValueError(
+            f"`ls_run_dir`'s teacher in {ls_cell.directory} was trained on other data than the one in "
+            f"{cell.directory}: {[ls_info.get(field) for field in fields]} against "
+            f"{[info.get(field) for field in fields]}."
+        )
 
 
 def _teacher_name(label_smoothing: float, other: bool = False) -> str:

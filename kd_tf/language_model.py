@@ -338,7 +338,7 @@ def train_language_model(
         beta_tar=float(beta_tar),
         payload_size=None if teacher_payloads is None else teacher_payloads.shape[-1],
     )
-    evaluation = _make_cross_entropy_sum(model, corpus.eval_batch_size)
+    evaluation = _make_cross_entropy_sum(model, corpus.lane_count("valid"))
     variables = model.trainable_variables
     history = {
         key: [] for key in ("train_loss", "val_loss", "val_ppl", "averaged", "wall_time", "tokens_per_second")
@@ -402,6 +402,8 @@ def train_language_model(
     if best_weights is not None:
         for variable, value in zip(variables, best_weights, strict=True):
             variable.assign(value)
+    if corpus.lane_count("test") != corpus.lane_count("valid"):
+        evaluation = _make_cross_entropy_sum(model, corpus.lane_count("test"))
     test_loss = _mean_cross_entropy(evaluation, model, corpus, "test", None)
     result = {
         "history": history,

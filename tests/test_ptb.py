@@ -123,7 +123,9 @@ def test_eval_windows_and_dataset_agree_and_cover_the_split(toy_corpus):
 
 def test_load_returns_splits_carrying_the_corpus(tmp_path):
     directory = ptb.write_toy_corpus(str(tmp_path), train_lines=200, valid_lines=40, test_lines=40)
-    splits = ptb.load(data_dir=directory, batch_size=5, eval_batch_size=2, bptt=10, image_size=32)
+    splits = ptb.load(
+        data_dir=directory, batch_size=5, eval_batch_size=2, test_batch_size=3, bptt=10, image_size=32
+    )
     assert isinstance(splits, Splits)
     corpus = splits.corpus
     assert splits.num_classes == corpus.num_words == len(corpus.vocabulary)
@@ -133,8 +135,12 @@ def test_load_returns_splits_carrying_the_corpus(tmp_path):
     inputs, targets = next(iter(splits.train))
     assert inputs.shape == targets.shape == (5, 10)
     inputs, _ = next(iter(splits.test))
+    assert inputs.shape == (3, 10)
+    inputs, _ = next(iter(splits.validation))
     assert inputs.shape == (2, 10)
-    assert splits.validation is not None
+    # AWD-LSTM's defaults: 20 training lanes, 10 validation lanes, one test lane.
+    default = ptb.load(data_dir=directory).corpus
+    assert [default.lane_count(split) for split in ptb.SPLIT_NAMES] == [20, 10, 1]
 
 
 def test_missing_files_name_the_flag_and_the_files(tmp_path):
