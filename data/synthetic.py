@@ -143,13 +143,9 @@ def arrays(
     ):
         _check_positive_int(name, value)
     task_seed, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
-    task = make_task(
-        num_classes, num_superclasses, dim, tau, difficulty, np.random.default_rng(task_seed)
-    )
+    task = make_task(num_classes, num_superclasses, dim, tau, difficulty, np.random.default_rng(task_seed))
     x_train, y_train = task.sample(train_examples, np.random.default_rng(train_seed))
-    x_validation, y_validation = task.sample(
-        validation_examples, np.random.default_rng(validation_seed)
-    )
+    x_validation, y_validation = task.sample(validation_examples, np.random.default_rng(validation_seed))
     x_test, y_test = task.sample(test_examples, np.random.default_rng(test_seed))
     return SyntheticArrays(task, x_train, y_train, x_validation, y_validation, x_test, y_test)
 
@@ -220,11 +216,7 @@ def load(
 
 
 def _ordered(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    return (
-        tf.data.Dataset.from_tensor_slices((inputs, labels))
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -232,9 +224,7 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
-def _validate_task(
-    num_classes: int, num_superclasses: int, dim: int, tau: float, difficulty: int
-) -> None:
+def _validate_task(num_classes: int, num_superclasses: int, dim: int, tau: float, difficulty: int) -> None:
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("num_superclasses", num_superclasses)
     _check_positive_int("dim", dim)
@@ -251,6 +241,4 @@ def _validate_task(
     if not 0.0 <= tau < 1.0:
         raise ValueError(f"`tau` must be in [0, 1). Received: tau={tau!r}")
     if isinstance(difficulty, bool) or not isinstance(difficulty, int | np.integer) or difficulty < 0:
-        raise ValueError(
-            f"`difficulty` must be a non-negative integer. Received: difficulty={difficulty!r}"
-        )
+        raise ValueError(f"`difficulty` must be a non-negative integer. Received: difficulty={difficulty!r}")

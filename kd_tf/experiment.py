@@ -142,14 +142,19 @@ def train(
     )
     best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
     all_callbacks = [best, *callbacks]
+    finished_epochs = 0
     if run_dir:
-        all_callbacks.insert(
-            0, keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False)
-        )
+        backup_dir = os.path.join(run_dir, "backup")
+        all_callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
+        finished_epochs = _finished_epochs(backup_dir)
+    # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
+    # and so sees exactly the batches an uninterrupted run would.
+    train_stream = splits.train.repeat().skip(finished_epochs * steps_per_epoch)
     validation = splits.validation if splits.validation is not None else splits.test
     start = time.perf_counter()
     distiller.fit(
-        splits.train,
+        train_stream,
+        steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         epochs=config.epochs,
         callbacks=all_callbacks,
@@ -166,6 +171,11 @@ def train(
         "test_cross_entropy": float(test["hard_loss"]),
         "wall_time_s": wall_time,
     }
+
+
+def _finished_epochs(backup_dir: str) -> int:
+    path = os.path.join(backup_dir, "training_metadata.json")
+    return int(read_json(path).get("epoch", 0)) if os.path.exists(path) else 0
 
 
 def method_loss(method: str, hyperparameters: dict, teacher: keras.Model | None, splits: datasets.Splits):

@@ -77,6 +77,7 @@ def mlp(
     width: int = 64,
     depth: int = 2,
     logit_scale: float = 16.0,
+    weight_decay: float = 0.0,
     name: str = "mlp",
     **unused,
 ) -> keras.Model:
@@ -95,6 +96,9 @@ def mlp(
         width: units of every hidden layer (the teacher wide, the student narrow).
         depth: number of hidden layers (the paper's network has 2).
         logit_scale: fixed scale of the cosine logits.
+        weight_decay: rate on `tf.nn.l2_loss` (`Σw²/2`) of the hidden and projection kernels; 0 (the
+            paper's synthetic setting) adds no penalty. The logit kernel is left out: its norm does not
+            reach the cosine logits.
         name: model name.
         **unused: options meant for other models, ignored.
 
@@ -103,21 +107,27 @@ def mlp(
     """
     for argument, value in (("num_classes", num_classes), ("width", width), ("depth", depth)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(
-                f"`{argument}` must be a positive integer. Received: {argument}={value!r}"
-            )
+            raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
     if not logit_scale > 0:
         raise ValueError(f"`logit_scale` must be > 0. Received: logit_scale={logit_scale!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay!r}")
+    # Keras' `L2(c)` adds `c·Σw²`, so TF's `rate·l2_loss` needs `c = rate / 2`.
+    regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay > 0 else None
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     hidden = inputs
     for layer in range(1, depth + 1):
-        branch = keras.layers.Dense(width, use_bias=False, name=f"dense_{layer}")(hidden)
+        branch = keras.layers.Dense(
+            width, use_bias=False, kernel_regularizer=regularizer, name=f"dense_{layer}"
+        )(hidden)
         branch = keras.layers.BatchNormalization(name=f"batch_norm_{layer}")(branch)
         branch = keras.layers.Activation("tanh", name=f"tanh_{layer}")(branch)
         if hidden.shape[-1] == width:
             shortcut = hidden
         else:
-            shortcut = keras.layers.Dense(width, use_bias=False, name=f"projection_{layer}")(hidden)
+            shortcut = keras.layers.Dense(
+                width, use_bias=False, kernel_regularizer=regularizer, name=f"projection_{layer}"
+            )(hidden)
         hidden = keras.layers.Add(name=f"residual_{layer}")([shortcut, branch])
     logits = CosineLogits(num_classes, scale=logit_scale, dtype="float32", name="logits")(hidden)
     return keras.Model(inputs, logits, name=name)

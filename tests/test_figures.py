@@ -232,3 +232,45 @@ def test_binned_means_and_tied_ranks_on_hand_numbers():
     np.testing.assert_allclose(figures._ranks([3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0])
     assert figures._spearman(np.ones(5), np.arange(5.0)) is None
     assert figures._spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+
+
+class _Flag:
+    def __init__(self, present):
+        self.present = present
+
+
+class _Flags:
+    """The flags `figures.run` reads, as absl's FlagValues offers them (attributes, `flags[name].present`)."""
+
+    def __init__(self, given, defaults):
+        self._given = given
+        self.__dict__.update({**defaults, **given})
+
+    def __getitem__(self, name):
+        return _Flag(int(name in self._given))
+
+
+def test_run_reads_the_analyze_flags(runs, tmp_path):
+    figures_dir = str(tmp_path / "from_flags")
+    flag_values = _Flags(
+        {
+            "output_dir": runs["plain"],
+            "taus": ["0.0"],
+            "temperature": 2.0,
+            "topk": 2,
+            "figures_dir": figures_dir,
+        },
+        {"seeds": ["0"], "epochs": 30, "precision": "float32"},
+    )
+    options = type("Options", (), {"flags": flag_values, "seeds": [0]})()
+    figures.run(options)
+    summary = _strict_json(os.path.join(figures_dir, figures.SUMMARY_JSON))
+    assert list(summary["cells"]) == ["tau=0.0_seed=0"]
+    assert summary["temperatures"] == [1.0, 2.0] and summary["topk"] == 2
+    assert set(summary["cells"]["tau=0.0_seed=0"]["teacher"]["block_contrast"]) == {
+        "teacher T=1",
+        "teacher T=2",
+        "top-2 T=2",
+        "logit-weight cosine",
+    }
+    assert summary["figures"] == ["figure1_tau=0.0_seed=0.png"]

@@ -1,0 +1,137 @@
+"""Interrupted runs resume to the same result, deterministic runs repeat, crashes never corrupt results."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import data.synthetic
+import models
+import run  # noqa: F401 (defines the flags)
+from kd_tf import cli, experiment, io, losses
+
+DATA = dict(
+    num_classes=8,
+    num_superclasses=2,
+    dim=16,
+    tau=0.5,
+    difficulty=1,
+    train_examples=512,
+    validation_examples=128,
+    test_examples=128,
+)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
+
+
+def train_kd(run_dir, callbacks=()):
+    keras.utils.set_random_seed(0)  # the pipeline's shuffle order depends on the global seed too
+    splits = data.synthetic.load(batch_size=64, seed=3, **DATA)
+    keras.utils.set_random_seed(1)
+    teacher = models.builder("mlp")(num_classes=8, input_shape=(16,), width=32)
+    keras.utils.set_random_seed(2)
+    student = models.builder("mlp")(num_classes=8, input_shape=(16,), width=8)
+    config = experiment.TrainConfig(epochs=4, batch_size=64, learning_rate=1e-2, jit_compile=False, verbose=0)
+    result = experiment.train(
+        student=student,
+        teacher=teacher,
+        loss=losses.get("kd", temperature=2.0, alpha=0.5),
+        splits=splits,
+        config=config,
+        run_dir=run_dir,
+        callbacks=callbacks,
+    )
+    return result, [np.array(w) for w in student.weights]
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
+    reference, reference_weights = train_kd(str(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train_kd(str(tmp_path / "resumed"), callbacks=[Interrupt(epoch=1)])
+    metadata = json.load(open(tmp_path / "resumed" / "backup" / "training_metadata.json"))
+    assert metadata["epoch"] == 2
+    resumed, resumed_weights = train_kd(str(tmp_path / "resumed"))
+    for expected, actual in zip(reference_weights, resumed_weights, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    for key in ("best_validation_accuracy", "best_epoch", "test_accuracy"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+TINY = [
+    "--taus=0.5",
+    "--num_classes=8",
+    "--num_superclasses=2",
+    "--dim=16",
+    "--difficulty=1",
+    "--train_examples=256",
+    "--validation_examples=128",
+    "--test_examples=128",
+    "--batch_size=64",
+    "--epochs=2",
+    "--teacher_width=16",
+    "--student_width=4",
+    "--methods=student,kd,kd_topk",
+    "--topk=2",
+    "--progress=none",
+    "--jit_compile=false",
+    "--deterministic",
+]
+
+
+def run_in_process(argv):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *argv])
+        cli.run(flags.FLAGS)
+
+
+def without_times(path):
+    records = json.load(open(path))
+    for record in records:
+        record.pop("wall_time_s")
+    return json.dumps(records, sort_keys=True)
+
+
+def test_deterministic_runs_write_identical_results(tmp_path):
+    for name in ("first", "second"):
+        run_in_process([*TINY, f"--output_dir={tmp_path / name}"])
+    assert without_times(tmp_path / "first" / "results.json") == without_times(
+        tmp_path / "second" / "results.json"
+    )
+    table = (tmp_path / "first" / "results.md").read_text().split("\n\n", 2)[-1]
+    assert table == (tmp_path / "second" / "results.md").read_text().split("\n\n", 2)[-1]
+
+
+def test_a_finished_table_is_reused_not_retrained(tmp_path):
+    output_dir = tmp_path / "table"
+    run_in_process([*TINY, f"--output_dir={output_dir}"])
+    first = json.load(open(output_dir / "results.json"))
+    os.remove(output_dir / "results.json")  # as if the run died after its last model
+    run_in_process([*TINY, f"--output_dir={output_dir}"])
+    assert json.load(open(output_dir / "results.json")) == first  # wall times included: nothing retrained
+
+
+def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = str(tmp_path / "results.json")
+    io.atomic_write_text(path, '{"previous": true}')
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(path, '{"new": true, "half": ')
+    assert json.load(open(path)) == {"previous": True}
+    assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left behind
