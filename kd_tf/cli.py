@@ -50,7 +50,12 @@ def run(flag_values) -> None:
                 "student": _run_student,
                 "analyze": _run_analyze,
             }[flag_values.mode](options)
-        except (ValueError, FileNotFoundError, experiment.TeacherMismatchError) as error:
+        except (
+            ValueError,
+            FileNotFoundError,
+            experiment.TeacherMismatchError,
+            experiment.NonFiniteLossError,
+        ) as error:
             if flag_values.verbose:
                 raise
             raise UserError(str(error)) from error

@@ -141,11 +141,11 @@ def train(
         optimizer=make_optimizer(config, max(steps_per_epoch, 1), precision), jit_compile=config.jit_compile
     )
     best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
-    all_callbacks = [best, *callbacks]
+    all_callbacks = [StopOnNonFiniteLoss(), best, *callbacks]
     finished_epochs = 0
     if run_dir:
         backup_dir = os.path.join(run_dir, "backup")
-        all_callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
+        all_callbacks.insert(1, keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
         finished_epochs = _finished_epochs(backup_dir)
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
@@ -171,6 +171,33 @@ def train(
         "test_cross_entropy": float(test["hard_loss"]),
         "wall_time_s": wall_time,
     }
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training when a loss term turns NaN/Inf, naming the epoch and the term.
+
+    It checks the epoch's running means, so it costs nothing per step. It runs before the checkpoint
+    callback saves, so the last good checkpoint (the previous epoch's) is what a rerun resumes from.
+    """
+
+    TERMS = {"soft_loss": "soft term T²·KL(q̃ ‖ p^T)", "hard_loss": "hard cross-entropy H(y, p)"}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        bad = [
+            f"the {description} became {logs[key]}"
+            for key, description in self.TERMS.items()
+            if key in logs and not np.isfinite(logs[key])
+        ]
+        if bad:
+            raise NonFiniteLossError(
+                f"During epoch {epoch + 1}, {' and '.join(bad)}; training stopped, and the checkpoint of "
+                f"epoch {epoch} is kept. Lower --learning_rate, or check the inputs and the teacher for NaNs."
+            )
 
 
 def _finished_epochs(backup_dir: str) -> int:

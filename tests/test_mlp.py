@@ -82,8 +82,12 @@ def test_mixed_float16_gives_float32_logits():
 
 def test_weight_decay_follows_the_l2_loss_convention():
     model = mlp(5, input_shape=(10,), width=8, weight_decay=2e-4)
-    assert len(model.losses) == 2  # dense_1 and projection_1 kernels; dense_2 has none? see below
-    assert model.get_layer("logits").losses == []
+    penalised = ("dense_1", "projection_1", "dense_2")
+    squares = sum(np.sum(keras.ops.convert_to_numpy(model.get_layer(name).kernel) ** 2) for name in penalised)
+    # rate · Σw²/2, as TF's `l2_loss`; the logit kernel is not penalised.
+    np.testing.assert_allclose(sum(float(loss) for loss in model.losses), 2e-4 * squares / 2, rtol=1e-5)
+    assert len(model.losses) == 3
+    assert mlp(5, input_shape=(10,), width=8).losses == []
 
 
 def test_registered_for_serialization():

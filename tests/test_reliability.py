@@ -135,3 +135,31 @@ def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, monkeyp
         io.atomic_write_text(path, '{"new": true, "half": ')
     assert json.load(open(path)) == {"previous": True}
     assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left behind
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_term_and_keeps_the_last_checkpoint(tmp_path):
+    splits = data.synthetic.load(batch_size=64, seed=3, **DATA)
+    student = models.builder("mlp")(num_classes=8, input_shape=(16,), width=8)
+    teacher = models.builder("mlp")(num_classes=8, input_shape=(16,), width=16)
+
+    class Poison(keras.callbacks.Callback):
+        """Makes the teacher's outputs NaN from the second epoch on."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                kernel = teacher.get_layer("logits").kernel
+                kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    config = experiment.TrainConfig(epochs=3, batch_size=64, jit_compile=False, verbose=0)
+    with pytest.raises(experiment.NonFiniteLossError, match="During epoch 2, the soft term .* became nan"):
+        experiment.train(
+            student=student,
+            teacher=teacher,
+            loss=losses.get("kd"),
+            splits=splits,
+            config=config,
+            run_dir=str(tmp_path),
+            callbacks=[Poison()],
+        )
+    metadata = json.load(open(tmp_path / "backup" / "training_metadata.json"))
+    assert metadata["epoch"] == 1  # the good first epoch's checkpoint
