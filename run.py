@@ -98,6 +98,32 @@ _IMAGENET_SOURCE = flags.DEFINE_enum(
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "ImageNet image size.", lower_bound=8)
 _AUGMENT = flags.DEFINE_bool("augment", True, "Image datasets: random training augmentation.")
 
+# Language model (PTB, AWD-LSTM; paper §5.3). The sizes are the trained model's: the teacher's in
+# --mode=teacher, the student's in --mode=student.
+_EMBEDDING_SIZE = flags.DEFINE_integer("embedding_size", 400, "AWD-LSTM embedding size.", lower_bound=1)
+_HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", 1150, "AWD-LSTM hidden size.", lower_bound=1)
+_DROPOUT = flags.DEFINE_float("dropout", 0.4, "AWD-LSTM output dropout.", lower_bound=0, upper_bound=0.99)
+_DROPOUT_HIDDEN = flags.DEFINE_float(
+    "dropout_hidden", 0.25, "AWD-LSTM dropout between layers.", lower_bound=0, upper_bound=0.99
+)
+_DROPOUT_INPUT = flags.DEFINE_float(
+    "dropout_input", 0.4, "AWD-LSTM input dropout.", lower_bound=0, upper_bound=0.99
+)
+_DROPOUT_EMBEDDING = flags.DEFINE_float(
+    "dropout_embedding", 0.1, "AWD-LSTM embedding dropout.", lower_bound=0, upper_bound=0.99
+)
+_WEIGHT_DROP = flags.DEFINE_float(
+    "weight_drop", 0.5, "AWD-LSTM DropConnect on the recurrent kernels.", lower_bound=0, upper_bound=0.99
+)
+_BPTT = flags.DEFINE_integer("bptt", 70, "Mean BPTT window length.", lower_bound=5)
+_CLIP = flags.DEFINE_float("clip", 0.25, "Gradient clipping (global norm).", lower_bound=1e-9)
+_ALPHA_AR = flags.DEFINE_float("alpha_ar", 2.0, "AR activation regularisation.", lower_bound=0)
+_BETA_TAR = flags.DEFINE_float("beta_tar", 1.0, "TAR temporal activation regularisation.", lower_bound=0)
+_NONMONO = flags.DEFINE_integer("nonmono", 5, "NT-ASGD non-monotone interval.", lower_bound=0)
+_MAX_WINDOWS = flags.DEFINE_integer(
+    "max_windows_per_epoch", None, "Cap on BPTT windows per epoch (smoke runs).", lower_bound=1
+)
+
 # Training.
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Student epochs.", lower_bound=1)
 _TEACHER_EPOCHS = flags.DEFINE_integer(

@@ -55,6 +55,7 @@ import kd_tf  # noqa: E402
 from kd_tf import losses  # noqa: E402
 
 VARIANTS = ("student", "teacher", "kd", "kd_topk", "kd_offline", "kd_topk_offline", "keras_kd")
+DEFAULT_VARIANTS = ("student", "teacher", "kd", "kd_topk", "kd_offline", "keras_kd")
 PAIR_NAMES = ("mlp", "resnet", "awd_lstm")
 TEMPERATURE, ALPHA = 4.0, 0.9
 
@@ -117,7 +118,7 @@ def resnet_pair(quick: bool) -> Pair:
 
     # Weight decay off for every variant: keras.distillation.Distiller leaves out the student's
     # regularisation losses, which would make it do less work than the others.
-    depths, classes, size, batch = ((14, 8), 10, 16, 8) if quick else ((56, 20), 100, 32, 32)
+    depths, classes, size, batch = ((14, 8), 10, 8, 4) if quick else ((56, 20), 100, 32, 32)
     shape = (size, size, 3)
     rng = np.random.default_rng(0)
     return Pair(
@@ -139,7 +140,7 @@ def awd_lstm_pair(quick: bool) -> Pair:
     from models.awd_lstm import awd_lstm
 
     if quick:
-        words, batch, bptt, teacher_sizes, student_sizes, layers = 200, 4, 8, (16, 32), (8, 16), 2
+        words, batch, bptt, teacher_sizes, student_sizes, layers = 200, 4, 8, (16, 32), (8, 16), 1
     else:
         words, batch, bptt, teacher_sizes, student_sizes, layers = 10_000, 20, 35, (200, 400), (100, 200), 3
     rng = np.random.default_rng(0)
@@ -409,7 +410,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds)")
     parser.add_argument("--pairs", default=",".join(PAIR_NAMES), help=f"comma list of {PAIR_NAMES}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
+    parser.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}"
+    )
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2; quick 1)")

@@ -44,6 +44,10 @@ def run(flag_values) -> None:
         raise UserError(f"--strategy={flag_values.strategy}: {error}") from error
     with strategy.scope():
         try:
+            if options.dataset == "ptb":
+                from kd_tf import language_model_runs
+
+                return language_model_runs.run(options)
             {
                 "table": _run_table,
                 "teacher": _run_teacher,
@@ -98,11 +102,8 @@ class _Options:
         if flag_values.data_dir and not flag_values.data_dir.startswith("gs://"):
             if not os.path.isdir(flag_values.data_dir):
                 raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
-        if self.dataset == "ptb" and flag_values.mode != "analyze":
-            raise UserError(
-                "--dataset=ptb trains through kd_tf.language_model; run it with --mode=language_model "
-                "flagfiles in configs/ptb_*.flags."
-            )
+        if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
+            raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if flag_values.mode in ("table", "teacher", "student"):
             self._check_output_dir()
         if flag_values.mode == "student":

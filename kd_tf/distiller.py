@@ -20,7 +20,13 @@ def num_classes_of(model: keras.Model) -> int | None:
 
 
 def class_vectors(model: keras.Model, layer_name: str = "logits"):
-    """The logit layer's kernel, shape `(h, M)`: its columns are the class vectors KD-sim compares."""
+    """The logit layer's kernel, shape `(h, M)`: its columns are the class vectors KD-sim compares.
+
+    A model whose output layer reuses another variable (AWD-LSTM's tied embedding) exposes it as
+    `model.output_kernel`.
+    """
+    if hasattr(model, "output_kernel"):
+        return keras.ops.convert_to_numpy(model.output_kernel)
     try:
         layer = model.get_layer(layer_name)
     except ValueError as error:

@@ -1,0 +1,103 @@
+"""`run.py --dataset=ptb`: train an AWD-LSTM teacher, or distil a student from it, and write the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+
+import data.ptb
+import models
+from kd_tf import experiment, language_model
+from kd_tf.io import atomic_write_text
+
+
+def run(options) -> None:
+    flag_values = options.flags
+    corpus = data.ptb.load_corpus(
+        flag_values.data_dir, batch_size=flag_values.batch_size, bptt=flag_values.bptt, seed=options.seeds[0]
+    )
+    keras.utils.set_random_seed(options.seeds[0])
+    model = models.builder("awd_lstm")(
+        corpus.num_words,
+        embedding_size=flag_values.embedding_size,
+        hidden_size=flag_values.hidden_size,
+        dropout=flag_values.dropout,
+        dropout_hidden=flag_values.dropout_hidden,
+        dropout_input=flag_values.dropout_input,
+        dropout_embedding=flag_values.dropout_embedding,
+        weight_drop=flag_values.weight_drop,
+        seed=options.seeds[0],
+        name=flag_values.mode,
+    )
+    teacher, loss, teacher_info, hyperparameters = None, None, None, {}
+    method = "teacher"
+    if flag_values.mode == "student":
+        method = flag_values.method
+        teacher, teacher_info = experiment.load_teacher(flag_values.teacher_dir, "ptb", corpus.num_words)
+        values = {**options.hyperparameters(), **options.method_overrides.get(method, {})}
+        hyperparameters = experiment.method_hyperparameters(method, values)
+        if method != "student":
+            splits = data.ptb.load(data_dir=flag_values.data_dir, bptt=flag_values.bptt)
+            loss = experiment.method_loss(method, hyperparameters, teacher, splits)
+            if not loss.payload_size(corpus.num_words):
+                teacher = None  # LS, KD-sim: nothing per token from the teacher
+    result = language_model.train_language_model(
+        model=model,
+        corpus=corpus,
+        epochs=flag_values.epochs,
+        teacher=teacher,
+        loss=loss,
+        lr=flag_values.learning_rate,
+        clip=flag_values.clip,
+        weight_decay=flag_values.weight_decay,
+        alpha_ar=flag_values.alpha_ar,
+        beta_tar=flag_values.beta_tar,
+        nonmono=flag_values.nonmono,
+        max_windows_per_epoch=flag_values.max_windows_per_epoch,
+    )
+    record = {
+        "dataset": "ptb",
+        "role": "teacher" if flag_values.mode == "teacher" else "student",
+        "method": method,
+        "seed": options.seeds[0],
+        "parameters": int(sum(keras.ops.size(v) for v in model.trainable_weights)),
+        "embedding_size": flag_values.embedding_size,
+        "hidden_size": flag_values.hidden_size,
+        "hyperparameters": hyperparameters,
+        "validation_perplexity": float(result["val_ppl"]),
+        "test_perplexity": float(result["test_ppl"]),
+        "averaging_epoch": result["averaging_epoch"],
+        "epochs": flag_values.epochs,
+        "wall_time_s": float(sum(result["history"]["wall_time"])),
+        "teacher_validation_perplexity": None
+        if teacher_info is None
+        else teacher_info.get("validation_perplexity"),
+    }
+    output_dir = options.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    if flag_values.mode == "teacher":
+        info = {
+            "dataset": "ptb",
+            "num_classes": corpus.num_words,
+            "data_options": {"data_dir": flag_values.data_dir},
+            "model": "awd_lstm",
+            "validation_perplexity": record["validation_perplexity"],
+            "test_perplexity": record["test_perplexity"],
+        }
+        experiment.save_teacher(model, output_dir, info)
+    else:
+        model.save(os.path.join(output_dir, "student.keras"))
+    atomic_write_text(
+        os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
+    )
+    table = (
+        "| model | method | parameters | validation ppl | test ppl |\n|---|---|---|---|---|\n"
+        f"| {flag_values.mode} | {method} | {record['parameters']:,} | {record['validation_perplexity']:.2f} | "
+        f"{record['test_perplexity']:.2f} |\n"
+    )
+    header = f"# PTB\n\nCommand: `{' '.join(sys.argv)}`\n\n"
+    experiment.write_results(output_dir, [record], table, header)
+    print("\n" + table)
