@@ -140,7 +140,7 @@ def awd_lstm_pair(quick: bool) -> Pair:
     from models.awd_lstm import awd_lstm
 
     if quick:
-        words, batch, bptt, teacher_sizes, student_sizes, layers = 200, 4, 8, (16, 32), (8, 16), 1
+        words, batch, bptt, teacher_sizes, student_sizes, layers = 200, 4, 8, (16, 32), (8, 16), 2
     else:
         words, batch, bptt, teacher_sizes, student_sizes, layers = 10_000, 20, 35, (200, 400), (100, 200), 3
     rng = np.random.default_rng(0)
@@ -410,9 +410,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds)")
     parser.add_argument("--pairs", default=",".join(PAIR_NAMES), help=f"comma list of {PAIR_NAMES}")
-    parser.add_argument(
-        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}"
-    )
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2; quick 1)")

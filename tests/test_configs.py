@@ -10,20 +10,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
+from runner import run_in_process
 
 import models
-import run  # noqa: F401 (defines the flags)
-from kd_tf import cli, experiment
+from kd_tf import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
-
-
-def run_in_process(argv):
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["run.py", *argv])
-        cli.run(flags.FLAGS)
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)

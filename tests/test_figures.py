@@ -112,6 +112,7 @@ def test_summary_json_matches_the_runs_records(runs):
         # The regenerated data and the reloaded models reproduce the accuracies measured in training.
         teacher = cell["teacher"]
         assert teacher["teacher_accuracy"] == pytest.approx(teacher["recorded_test_accuracy"], abs=1e-6)
+        assert teacher["data_check"] == "match"
         assert teacher["num_examples"] == _DATA["test_examples"]
         assert set(teacher["block_contrast"]) == {
             "teacher T=1",

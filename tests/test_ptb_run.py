@@ -4,12 +4,9 @@ import json
 import os
 
 import numpy as np
-from absl import flags
-from absl.testing import flagsaver
+from runner import run_in_process
 
 import data.ptb
-import run  # noqa: F401 (defines the flags)
-from kd_tf import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -20,13 +17,6 @@ TINY = [
     "--bptt=12",
     "--progress=none",
 ]
-
-
-def run_in_process(argv):
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["run.py", *argv])
-        cli.run(flags.FLAGS)
 
 
 def test_teacher_then_kd_topk_student_on_a_toy_corpus(tmp_path, monkeypatch):

@@ -6,13 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
+from runner import run_in_process
 
 import data.synthetic
 import models
-import run  # noqa: F401 (defines the flags)
-from kd_tf import cli, experiment, io, losses
+from kd_tf import experiment, io, losses
 
 DATA = dict(
     num_classes=8,
@@ -88,13 +86,6 @@ TINY = [
     "--jit_compile=false",
     "--deterministic",
 ]
-
-
-def run_in_process(argv):
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["run.py", *argv])
-        cli.run(flags.FLAGS)
 
 
 def without_times(path):

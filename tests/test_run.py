@@ -9,8 +9,8 @@ import sys
 import pytest
 from absl import flags
 from absl.testing import flagsaver
+from runner import run_in_process
 
-import run  # noqa: F401 (defines the flags)
 from kd_tf import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,13 +32,6 @@ TINY = [
     "--progress=none",
     "--jit_compile=false",
 ]
-
-
-def run_in_process(argv):
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["run.py", *argv])
-        cli.run(flags.FLAGS)
 
 
 def test_tiny_table_writes_well_formed_results(tmp_path):

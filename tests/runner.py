@@ -1,0 +1,15 @@
+"""Runs `run.py`'s code path in the test process: parse a command line, then `kd_tf.cli.run`."""
+
+from absl import flags
+from absl.testing import flagsaver
+
+import run  # noqa: F401 (defines the flags)
+from kd_tf import cli
+
+
+def run_in_process(argv):
+    """Parses `argv` as `run.py`'s flags (restored afterwards) and runs the command."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *argv])
+        cli.run(flags.FLAGS)
