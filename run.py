@@ -47,8 +47,8 @@ _TOPK = flags.DEFINE_integer("topk", 5, "KD-topk's k.", lower_bound=1)
 _SIM_POWER = flags.DEFINE_float("sim_power", 1.0, "KD-sim's ρ.", lower_bound=1)
 _SIM_TEMPERATURE = flags.DEFINE_float("sim_temperature", 1.0, "KD-sim's T_sim.", lower_bound=1e-6)
 _MIX = flags.DEFINE_float("mix", 0.5, "β of KD-pt+sim and KD-pt+rel.", lower_bound=0, upper_bound=1)
-_REL_TARGET = flags.DEFINE_float("rel_target", 0.6, "KD-rel's a.", lower_bound=0, upper_bound=1)
-_REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.05, "KD-rel's b.", lower_bound=0, upper_bound=1)
+_REL_TARGET = flags.DEFINE_float("rel_target", 0.5, "KD-rel's a.", lower_bound=0, upper_bound=1)
+_REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.04, "KD-rel's b.", lower_bound=0, upper_bound=1)
 _METHOD_OVERRIDES = flags.DEFINE_string(
     "method_overrides",
     "",
@@ -61,6 +61,22 @@ _TEACHER_LABEL_SMOOTHING = flags.DEFINE_float(
     "Train the teacher with label smoothing ε (the paper's Table 4).",
     lower_bound=0,
     upper_bound=1,
+)
+
+# Figures (--mode=analyze).
+_LS_RUN_DIR = flags.DEFINE_string(
+    "ls_run_dir",
+    None,
+    "--mode=analyze: a table run on the same data whose "
+    "teachers used --teacher_label_smoothing (Figures 4, 5).",
+)
+_TOPK_SWEEP = flags.DEFINE_list(
+    "topk_sweep",
+    [],
+    "--mode=analyze: first train KD-topk students for these k from the run's teachers (Figure 3).",
+)
+_FIGURES_DIR = flags.DEFINE_string(
+    "figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures)."
 )
 
 # Synthetic data (paper §5.1).

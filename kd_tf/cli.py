@@ -114,6 +114,8 @@ class _Options:
                     f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
                 )
         self.method_overrides = _parse_overrides(flag_values.method_overrides)
+        if flag_values.mode == "analyze":
+            return
         for method, values in self.method_overrides.items():
             # Building the loss once checks every value; the class vectors and hierarchy are stand-ins.
             try:

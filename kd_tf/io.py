@@ -17,6 +17,9 @@ def atomic_write_text(path: str, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make results private
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

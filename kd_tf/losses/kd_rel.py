@@ -51,8 +51,8 @@ class KDRel(DistillationLoss):
     def __init__(
         self,
         class_parents,
-        rel_target=0.6,
-        rel_sibling=0.05,
+        rel_target=0.5,
+        rel_sibling=0.04,
         temperature=4.0,
         alpha=0.9,
         name=None,
