@@ -43,15 +43,16 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Random seeds; a table reports mean �
 _TEMPERATURE = flags.DEFINE_float("temperature", 4.0, "Softening temperature T.", lower_bound=1e-6)
 _ALPHA = flags.DEFINE_float("alpha", 0.9, "Weight λ of the distillation term.", lower_bound=0, upper_bound=1)
 _LABEL_SMOOTHING = flags.DEFINE_float("label_smoothing", 0.1, "LS's ε.", lower_bound=0, upper_bound=1)
-_TOPK = flags.DEFINE_integer("topk", 5, "KD-topk's k.", lower_bound=1)
+_TOPK = flags.DEFINE_integer("topk", 10, "KD-topk's k.", lower_bound=1)
 _SIM_POWER = flags.DEFINE_float("sim_power", 1.0, "KD-sim's ρ.", lower_bound=1)
-_SIM_TEMPERATURE = flags.DEFINE_float("sim_temperature", 1.0, "KD-sim's T_sim.", lower_bound=1e-6)
+_SIM_TEMPERATURE = flags.DEFINE_float("sim_temperature", 0.1, "KD-sim's T_sim.", lower_bound=1e-6)
 _MIX = flags.DEFINE_float("mix", 0.5, "β of KD-pt+sim and KD-pt+rel.", lower_bound=0, upper_bound=1)
-_REL_TARGET = flags.DEFINE_float("rel_target", 0.5, "KD-rel's a.", lower_bound=0, upper_bound=1)
-_REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.04, "KD-rel's b.", lower_bound=0, upper_bound=1)
+_REL_TARGET = flags.DEFINE_float("rel_target", 0.6, "KD-rel's a.", lower_bound=0, upper_bound=1)
+_REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.03, "KD-rel's b.", lower_bound=0, upper_bound=1)
 _METHOD_OVERRIDES = flags.DEFINE_string(
     "method_overrides",
-    "",
+    "kd_pt:temperature=1,alpha=0.3;kd_sim:temperature=1,alpha=0.3;kd_pt_sim:temperature=1,alpha=0.3;"
+    "kd_rel:temperature=1,alpha=0.1;kd_pt_rel:temperature=1,alpha=0.3",
     "Per-method hyperparameters for --mode=table, e.g. "
     "'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'.",
 )
@@ -84,9 +85,9 @@ _NUM_CLASSES = flags.DEFINE_integer("num_classes", 40, "Synthetic: classes M.", 
 _NUM_SUPERCLASSES = flags.DEFINE_integer("num_superclasses", 4, "Synthetic: super-classes K.", lower_bound=1)
 _DIM = flags.DEFINE_integer("dim", 64, "Synthetic: input dimension d.", lower_bound=2)
 _TAUS = flags.DEFINE_list("taus", ["0.0", "0.5", "0.9"], "Synthetic: class similarities τ, one column each.")
-_DIFFICULTY = flags.DEFINE_integer("difficulty", 4, "Synthetic: sine terms m_d.", lower_bound=0)
+_DIFFICULTY = flags.DEFINE_integer("difficulty", 2, "Synthetic: sine terms m_d.", lower_bound=0)
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
-    "train_examples", 10_000, "Synthetic: training examples.", lower_bound=1
+    "train_examples", 5_000, "Synthetic: training examples.", lower_bound=1
 )
 _VALIDATION_EXAMPLES = flags.DEFINE_integer(
     "validation_examples", 5_000, "Synthetic: validation examples.", lower_bound=1
@@ -96,8 +97,8 @@ _TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 5_000, "Synthetic: test e
 # Models.
 _TEACHER_MODEL = flags.DEFINE_enum("teacher_model", "mlp", models.NAMES, "Teacher architecture.")
 _STUDENT_MODEL = flags.DEFINE_enum("student_model", "mlp", models.NAMES, "Student architecture.")
-_TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", 256, "MLP teacher width.", lower_bound=1)
-_STUDENT_WIDTH = flags.DEFINE_integer("student_width", 16, "MLP student width.", lower_bound=1)
+_TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", 512, "MLP teacher width.", lower_bound=1)
+_STUDENT_WIDTH = flags.DEFINE_integer("student_width", 64, "MLP student width.", lower_bound=1)
 _LOGIT_SCALE = flags.DEFINE_float("logit_scale", 16.0, "MLP cosine-logit scale.", lower_bound=1e-6)
 _RESNET_VARIANT = flags.DEFINE_enum(
     "resnet_variant",
@@ -141,15 +142,15 @@ _MAX_WINDOWS = flags.DEFINE_integer(
 )
 
 # Training.
-_EPOCHS = flags.DEFINE_integer("epochs", 30, "Student epochs.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer("epochs", 20, "Student epochs.", lower_bound=1)
 _TEACHER_EPOCHS = flags.DEFINE_integer(
-    "teacher_epochs", None, "Teacher epochs (default: --epochs).", lower_bound=1
+    "teacher_epochs", 10, "Teacher epochs (default: --epochs).", lower_bound=1
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1)
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer (sgd: Nesterov momentum).")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Student learning rate.", lower_bound=0)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 3e-3, "Student learning rate.", lower_bound=0)
 _TEACHER_LEARNING_RATE = flags.DEFINE_float(
-    "teacher_learning_rate", None, "Teacher learning rate (default: --learning_rate).", lower_bound=0
+    "teacher_learning_rate", 1e-3, "Teacher learning rate (default: --learning_rate).", lower_bound=0
 )
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", SCHEDULES, "Learning-rate schedule.")
 _LR_BOUNDARY_EPOCHS = flags.DEFINE_list("lr_boundary_epochs", [], "Epochs at which the rate steps.")

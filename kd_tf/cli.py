@@ -23,6 +23,7 @@ DEFAULT_MODELS = {
     "ptb": ("awd_lstm", "awd_lstm"),
 }
 HIERARCHIES = ("synthetic", "cifar100")
+KNOWN_CLASSES = {"cifar100": 100, "digits": 10, "imagenet": 1000}
 NEEDS_DATA_DIR = ("imagenet", "ptb")
 
 
@@ -126,6 +127,13 @@ class _Options:
             for method in methods:
                 values = {**self.hyperparameters(), **self.method_overrides.get(method, {})}
                 _probe_loss(method, values, self.class_parents_shape())
+                classes = KNOWN_CLASSES.get(self.dataset) or (
+                    flag_values.num_classes if self.dataset == "synthetic" else None
+                )
+                if method == "kd_topk" and classes and values["topk"] > classes:
+                    raise ValueError(
+                        f"--topk must be at most the number of classes ({classes}). Received: {values['topk']}"
+                    )
         except ValueError as error:
             raise UserError(f"--method={method}: {error}") from error
 

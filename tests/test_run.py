@@ -27,6 +27,7 @@ TINY = [
     "--epochs=2",
     "--teacher_width=16",
     "--student_width=4",
+    "--topk=3",
     "--rel_target=0.5",
     "--rel_sibling=0.1",
     "--progress=none",
@@ -130,6 +131,7 @@ BAD_RUNS = [
     (["--mode=student", "--teacher_dir=/nonexistent/teacher"], "holds no trained teacher"),
     (["--methods=kd_rel", "--rel_target=0.9", "--rel_sibling=0.05"], "rel_target"),
     (["--method_overrides=kd:temperature=-1"], "temperature"),
+    (["--methods=kd_topk", "--topk=9"], "--topk must be at most the number of classes"),
     (["--method_overrides=kd_wrong:temperature=2"], "unknown method"),
     (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
 ]
