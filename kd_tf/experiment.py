@@ -459,7 +459,11 @@ def train_student(study, splits, data_options, seed, method, teacher, teacher_re
     return record
 
 
-def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None] = print) -> list[dict]:
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None] = _print_now) -> list[dict]:
     """Trains a teacher per (setting, seed) and every method from it; returns the records.
 
     Finished runs are recorded in `output_dir/runs/<column>/<seed>/<method>/record.json` and reused when the
