@@ -85,6 +85,12 @@ _NUM_CLASSES = flags.DEFINE_integer("num_classes", 40, "Synthetic: classes M.", 
 _NUM_SUPERCLASSES = flags.DEFINE_integer("num_superclasses", 4, "Synthetic: super-classes K.", lower_bound=1)
 _DIM = flags.DEFINE_integer("dim", 64, "Synthetic: input dimension d.", lower_bound=2)
 _TAUS = flags.DEFINE_list("taus", ["0.0", "0.5", "0.9"], "Synthetic: class similarities τ, one column each.")
+_TASK_SEED = flags.DEFINE_integer(
+    "task_seed",
+    0,
+    "Synthetic: seed of the task (class vectors, sine constants); --seeds then vary data and models only.",
+    lower_bound=0,
+)
 _DIFFICULTY = flags.DEFINE_integer("difficulty", 2, "Synthetic: sine terms m_d.", lower_bound=0)
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
     "train_examples", 5_000, "Synthetic: training examples.", lower_bound=1

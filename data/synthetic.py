@@ -129,9 +129,14 @@ def arrays(
     validation_examples: int = 5_000,
     test_examples: int = 5_000,
     seed: int = 0,
+    task_seed: int | None = None,
     **unused,
 ) -> SyntheticArrays:
     """Returns the task and its train/validation/test arrays, all determined by `seed`.
+
+    With `task_seed`, the task (class vectors and sine constants) comes from `task_seed` instead, so that
+    several seeds draw new data and models for one fixed task: with `difficulty > 0` the sine constants
+    change how hard a task is, and a table over seeds should not mix tasks of different difficulty.
 
     The three splits are independent draws from the same task; the train split is in a fixed order (what a
     teacher cache indexes).
@@ -142,8 +147,12 @@ def arrays(
         ("test_examples", test_examples),
     ):
         _check_positive_int(name, value)
-    task_seed, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
-    task = make_task(num_classes, num_superclasses, dim, tau, difficulty, np.random.default_rng(task_seed))
+    own_task_seed, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
+    if task_seed is not None:
+        own_task_seed = np.random.SeedSequence(task_seed).spawn(4)[0]
+    task = make_task(
+        num_classes, num_superclasses, dim, tau, difficulty, np.random.default_rng(own_task_seed)
+    )
     x_train, y_train = task.sample(train_examples, np.random.default_rng(train_seed))
     x_validation, y_validation = task.sample(validation_examples, np.random.default_rng(validation_seed))
     x_test, y_test = task.sample(test_examples, np.random.default_rng(test_seed))
@@ -161,6 +170,7 @@ def load(
     test_examples: int = 5_000,
     batch_size: int = 128,
     seed: int = 0,
+    task_seed: int | None = None,
     **unused,
 ) -> Splits:
     """Builds the synthetic task of `seed` and returns its batched pipelines.
@@ -174,6 +184,7 @@ def load(
         train_examples, validation_examples, test_examples: split sizes.
         batch_size: examples per batch; `train` drops the last partial batch.
         seed: determines the task, the three splits and the shuffling order.
+        task_seed: when given, determines the task instead of `seed` (see `arrays`).
         **unused: options meant for other datasets, ignored.
 
     Returns:
@@ -196,6 +207,7 @@ def load(
         validation_examples=validation_examples,
         test_examples=test_examples,
         seed=seed,
+        task_seed=task_seed,
     )
     train = (
         tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))

@@ -178,6 +178,7 @@ class _Options:
                 "num_superclasses": flag_values.num_superclasses,
                 "dim": flag_values.dim,
                 "difficulty": flag_values.difficulty,
+                "task_seed": flag_values.task_seed,
                 "train_examples": flag_values.train_examples,
                 "validation_examples": flag_values.validation_examples,
                 "test_examples": flag_values.test_examples,
