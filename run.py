@@ -169,6 +169,12 @@ _WEIGHT_DECAY = flags.DEFINE_float(
 _STEPS_PER_EPOCH = flags.DEFINE_integer(
     "steps_per_epoch", None, "Cap on steps per epoch (smoke runs).", lower_bound=1
 )
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution",
+    1,
+    "Training steps per compiled call (fewer host round trips for small models).",
+    lower_bound=1,
+)
 _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
 
 # Runtime.

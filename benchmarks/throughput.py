@@ -3,28 +3,33 @@
 For each model pair (synthetic MLPs, ResNet-56 -> ResNet-20 on 32x32x3, a small AWD-LSTM pair on
 PTB-shaped windows) and with XLA off and on, this times in one process, interleaved:
 
-    student        plain student step: `student.compile(loss=SparseCategoricalCrossentropy(from_logits=True))`
-    teacher        teacher forward pass, `teacher(x, training=False)` in a `tf.function`
-    kd, kd_topk    `kd_tf.Distiller` online step (teacher forward inside the compiled step)
+    student          plain student step: `student.compile(loss=SparseCategoricalCrossentropy(from_logits=True))`
+    teacher          teacher forward pass, `teacher(x, training=False)` in a `tf.function`
+    fused_floor      student step and teacher forward pass in one compiled step, nothing else
+    kd, kd_topk      `kd_tf.Distiller` online step (teacher forward inside the compiled step)
     kd_offline, kd_topk_offline
-                   `kd_tf.Distiller(teacher=None)` on targets packed with the cached teacher payload
-    keras_kd       `keras.distillation.Distiller` with `LogitsDistillation(loss=KLDivergence())`
+                     `kd_tf.Distiller(teacher=None)` on targets packed with the cached teacher payload
+    keras_kd         `keras.distillation.Distiller` with `LogitsDistillation(loss=KLDivergence())`
 
 Every training variant runs through the same Keras machinery `fit` uses: `model.train_function(iterator)`
 on a `tf.data` iterator over one fixed batch (so input cost is the same, and tiny, for all), one step per
 call. The teacher forward pass is timed the same way: a `tf.function` that pulls the batch from a
-`tf.data` iterator and calls a (possibly XLA-compiled) inner function. Times are medians over repeats,
-taken after warm-up; each repeat runs every variant once, in a rotating order. Ratios are time-per-step
-ratios, taken per repeat (the variants of one repeat ran under the same machine load) and their median
-reported.
+`tf.data` iterator and calls a (possibly XLA-compiled) inner function. After warm-up, each repeat runs
+every variant for about `--repeat_seconds`, in a rotating order; a variant's time is the median over
+repeats. Ratios are time-per-step ratios computed per repeat (the variants of one repeat ran under the
+same machine load) and reported as the median over repeats: on a shared machine many short interleaved
+repeats and paired ratios resolve a few percent where whole-run medians do not.
 
 Memory is the peak of TensorFlow's CPU allocator during one step above what was allocated before it
 (`tf.config.experimental.get_memory_info`, with `TF_ENABLE_CPU_ALLOCATOR_STATS=1` set before TensorFlow
-is imported; XLA's buffers are counted): the step's working memory (activations, gradients, temporaries),
-not the weights. It reads `n/a` when TensorFlow was imported without that variable.
+is imported; XLA's buffers are counted): the step's working memory (activations, gradients,
+temporaries), not the weights. Tensors of up to a few hundred KB come from a small-block pool the
+statistics do not see, so tiny models (`--quick`) read near 0. It reads `n/a` when TensorFlow was
+imported without that variable.
 
-    python benchmarks/throughput.py                  # default sizes, <= 10 minutes on 2 CPU cores
-    python benchmarks/throughput.py --quick          # tiny sizes, seconds per row
+    python benchmarks/throughput.py                  # default sizes, about 10 minutes on 2 busy CPU cores
+    python benchmarks/throughput.py --quick          # tiny sizes
+    python benchmarks/throughput.py --breakdown      # also times the loss-side pieces alone
     python benchmarks/throughput.py --output runs/throughput.md   # also writes runs/throughput.json
 """
 
@@ -54,18 +59,29 @@ import tensorflow as tf  # noqa: E402
 import kd_tf  # noqa: E402
 from kd_tf import losses  # noqa: E402
 
-VARIANTS = ("student", "teacher", "kd", "kd_topk", "kd_offline", "kd_topk_offline", "keras_kd")
-DEFAULT_VARIANTS = ("student", "teacher", "kd", "kd_topk", "kd_offline", "keras_kd")
+VARIANTS = (
+    "student",
+    "teacher",
+    "fused_floor",
+    "kd",
+    "kd_topk",
+    "kd_offline",
+    "kd_topk_offline",
+    "keras_kd",
+)
+DEFAULT_VARIANTS = ("student", "teacher", "fused_floor", "kd", "kd_topk", "kd_offline", "keras_kd")
 PAIR_NAMES = ("mlp", "resnet", "awd_lstm")
 TEMPERATURE, ALPHA = 4.0, 0.9
 
-# (name, numerator variants, denominator variants, target): time-per-step ratios.
+# (name, numerator variants, denominator variants, target or None): time-per-step ratios.
 RATIOS = (
     ("online KD / (student + teacher)", ("kd",), ("student", "teacher"), 1.05),
     ("online KD-topk / (student + teacher)", ("kd_topk",), ("student", "teacher"), 1.05),
     ("offline KD / student", ("kd_offline",), ("student",), 1.10),
     ("offline KD-topk / student", ("kd_topk_offline",), ("student",), 1.10),
     ("online KD / keras Distiller", ("kd",), ("keras_kd",), 1.0),
+    ("online KD / fused floor", ("kd",), ("fused_floor",), None),
+    ("fused floor / (student + teacher)", ("fused_floor",), ("student", "teacher"), None),
 )
 
 
@@ -81,6 +97,7 @@ class Pair:
     labels: np.ndarray
     unit: str  # what one "example" is: an image/vector, or a token
     topk: int
+    num_classes: int
 
     @property
     def units_per_step(self) -> int:
@@ -110,6 +127,7 @@ def mlp_pair(quick: bool) -> Pair:
         labels=rng.integers(0, classes, size=batch).astype(np.int32),
         unit="examples",
         topk=3 if quick else 5,
+        num_classes=classes,
     )
 
 
@@ -133,6 +151,7 @@ def resnet_pair(quick: bool) -> Pair:
         labels=rng.integers(0, classes, size=batch).astype(np.int32),
         unit="examples",
         topk=3 if quick else 5,
+        num_classes=classes,
     )
 
 
@@ -164,6 +183,7 @@ def awd_lstm_pair(quick: bool) -> Pair:
         labels=tokens[:, 1:],
         unit="tokens",
         topk=3 if quick else 5,
+        num_classes=words,
     )
 
 
@@ -191,6 +211,8 @@ class Runner:
         self.seconds: list[float] = []
         self.steps_per_repeat = 1
         self.peak_bytes = None
+        # What Keras resolved `jit_compile` to (it may turn XLA off for models it cannot compile).
+        self.jit_effective = jit if model is None else bool(getattr(model, "jit_compile", jit))
 
     def run(self, steps: int) -> float:
         start = time.perf_counter()
@@ -225,7 +247,41 @@ def forward_runner(jit, teacher, inputs) -> Runner:
     forward = tf.function(lambda x: teacher(x, training=False), jit_compile=jit)
     iterator = iter(tf.data.Dataset.from_tensors(inputs).repeat())
     pull_and_forward = tf.function(lambda: forward(iterator.get_next()))
-    return Runner("teacher", jit, pull_and_forward, teacher)
+    return Runner("teacher", jit, pull_and_forward)
+
+
+class FusedFloor(keras.Model):
+    """The online floor in one compiled step: a plain student step plus the teacher's forward pass.
+
+    The teacher's logits feed a metric, so the forward pass cannot be pruned, but nothing else: no
+    distillation term, no extra metric. `kd / fused_floor` is the cost of what the Distiller adds.
+    """
+
+    def __init__(self, student, teacher, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.teacher_tracker = keras.metrics.Mean(name="teacher_logit_sum")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.teacher_tracker]
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def train_step(self, data):
+        inputs, labels = data[0], tf.cast(data[1], tf.int32)
+        teacher_logits = self.teacher(inputs, training=False)
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.student(inputs, training=True), tf.float32)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        variables = self.student.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.loss_tracker.update_state(loss)
+        self.teacher_tracker.update_state(tf.reduce_sum(teacher_logits))
+        return {"loss": self.loss_tracker.result()}
 
 
 def optimizer():
@@ -247,6 +303,10 @@ def build_runner(variant, jit, pair: Pair, teacher) -> Runner:
     if variant == "teacher":
         return forward_runner(jit, teacher, pair.inputs)
     student = pair.build_student()
+    if variant == "fused_floor":
+        floor = FusedFloor(student, teacher)
+        floor.compile(optimizer=optimizer(), jit_compile=jit)
+        return train_runner(variant, jit, floor, pair.inputs, pair.labels)
     if variant == "student":
         student.compile(
             optimizer=optimizer(),
@@ -294,6 +354,69 @@ def paired_ratio(runners_by_key, numerator, denominator, jit):
     return statistics.median(ratios)
 
 
+def loss_breakdown(pair: Pair, jit_modes, repeats: int) -> list[dict]:
+    """Times the loss-side pieces of a distillation step alone, on random logits of the pair's shape.
+
+    What a distillation step adds to the floor is this work on `[units, classes]` logits; at a large
+    vocabulary it is a sizeable part of a small student's step.
+    """
+    rng = np.random.default_rng(0)
+    shape = (*pair.labels.shape, pair.num_classes)
+    student_logits = tf.constant(rng.normal(size=shape).astype(np.float32))
+    teacher_logits = tf.constant(3.0 * rng.normal(size=shape).astype(np.float32))
+    labels = tf.constant(pair.labels)
+    kd, topk = make_loss("kd", pair.topk), make_loss("kd_topk", pair.topk)
+    topk_payload = topk.teacher_payload(labels, teacher_logits)
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5)
+    flat_labels = tf.reshape(labels, [-1])
+    flat_logits = tf.reshape(student_logits, [-1, pair.num_classes])
+
+    def with_gradient(loss_of_logits):
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch(student_logits)
+                value = tf.reduce_mean(loss_of_logits(student_logits))
+            return tape.gradient(value, student_logits)
+
+        return run
+
+    pieces = {
+        "cross-entropy, forward + gradient": with_gradient(
+            lambda logits: tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        ),
+        "KD loss from teacher logits, forward + gradient": with_gradient(
+            lambda logits: kd.per_example(labels, teacher_logits, logits)
+        ),
+        "KD-topk loss from its payload, forward + gradient": with_gradient(
+            lambda logits: topk.combine(*topk.terms(labels, topk_payload, logits))
+        ),
+        "KD-topk payload (softmax + top-k)": lambda: topk.teacher_payload(labels, teacher_logits),
+        "KD-topk target distribution from payload": lambda: topk.target_distribution(
+            labels, topk_payload, pair.num_classes
+        ),
+        "accuracy metric (SparseCategoricalAccuracy)": lambda: accuracy.update_state(
+            flat_labels, flat_logits
+        ),
+        "top-5 metric (SparseTopKCategoricalAccuracy)": lambda: top5.update_state(flat_labels, flat_logits),
+    }
+    rows = []
+    for jit in jit_modes:
+        for name, piece in pieces.items():
+            compiled = tf.function(piece, jit_compile=jit)
+            for _ in range(2):
+                compiled()
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                outputs = compiled()
+                if outputs is not None:
+                    np.asarray(tf.nest.flatten(outputs)[0])
+                seconds.append(time.perf_counter() - start)
+            rows.append({"piece": name, "xla": jit, "ms": 1000 * statistics.median(seconds)})
+    return rows
+
+
 def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
     keras.backend.clear_session()
     teacher = pair.build_teacher()
@@ -331,13 +454,15 @@ def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
                 "pair": pair.name,
                 "variant": runner.variant,
                 "xla": runner.jit,
+                "xla_effective": runner.jit_effective,
                 "ms_per_step": 1000 * seconds,
+                "min_ms_per_step": 1000 * min(runner.seconds),
                 "per_second": pair.units_per_step / seconds,
                 "unit": pair.unit,
                 "peak_step_mb": None if runner.peak_bytes is None else runner.peak_bytes / 2**20,
                 "repeats": len(runner.seconds),
                 "steps_per_repeat": runner.steps_per_repeat,
-                "spread": (max(runner.seconds) - min(runner.seconds)) / seconds,
+                "seconds_per_repeat": runner.seconds,
             }
         )
     ratios = []
@@ -355,10 +480,13 @@ def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
                 off = statistics.median(by_key[(variant, False)].seconds)
                 on = statistics.median(by_key[(variant, True)].seconds)
                 xla_speedups[variant] = off / on
+    breakdown = loss_breakdown(pair, jit_modes, max(args.repeats, 3)) if args.breakdown else []
     return {
         "pair": pair.name,
         "description": pair.description,
+        "breakdown": breakdown,
         "units_per_step": pair.units_per_step,
+        "num_classes": pair.num_classes,
         "unit": pair.unit,
         "rows": rows,
         "ratios": ratios,
@@ -379,14 +507,15 @@ def markdown(results: dict) -> str:
     for pair in results["pairs"]:
         lines += [f"### {pair['description']}", ""]
         lines += [
-            f"| variant | XLA | ms/step | {pair['unit']}/s | peak step memory (MB) | spread |",
+            f"| variant | XLA | ms/step (median) | ms/step (min) | {pair['unit']}/s | peak step memory (MB) |",
             "|---|---|---:|---:|---:|---:|",
         ]
         for row in pair["rows"]:
             memory = "n/a" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.1f}"
+            xla = "on" if row["xla_effective"] else ("off" if not row["xla"] else "off (Keras)")
             lines.append(
-                f"| {row['variant']} | {'on' if row['xla'] else 'off'} | {row['ms_per_step']:.2f} | "
-                f"{row['per_second']:,.0f} | {memory} | {100 * row['spread']:.0f}% |"
+                f"| {row['variant']} | {xla} | {row['ms_per_step']:.2f} | {row['min_ms_per_step']:.2f} | "
+                f"{row['per_second']:,.0f} | {memory} |"
             )
         for skip in pair["skipped"]:
             lines.append(
@@ -394,11 +523,20 @@ def markdown(results: dict) -> str:
             )
         lines += ["", "| time-per-step ratio | XLA | value | target | met |", "|---|---|---:|---:|---|"]
         for ratio in pair["ratios"]:
-            met = "yes" if ratio["value"] <= ratio["target"] else "no"
+            if ratio["target"] is None:
+                target, met = "-", "-"
+            else:
+                target = f"<= {ratio['target']:.2f}"
+                met = "yes" if ratio["value"] <= ratio["target"] else "no"
             lines.append(
                 f"| {ratio['ratio']} | {'on' if ratio['xla'] else 'off'} | {ratio['value']:.3f} | "
-                f"<= {ratio['target']:.2f} | {met} |"
+                f"{target} | {met} |"
             )
+        if pair["breakdown"]:
+            shape = f"{pair['units_per_step']} {pair['unit']} x {pair['num_classes']} classes"
+            lines += ["", f"| loss-side piece alone ({shape}) | XLA | ms |", "|---|---|---:|"]
+            for piece in pair["breakdown"]:
+                lines.append(f"| {piece['piece']} | {'on' if piece['xla'] else 'off'} | {piece['ms']:.2f} |")
         if pair["xla_speedup"]:
             speedups = ", ".join(f"{name} {value:.2f}x" for name, value in pair["xla_speedup"].items())
             lines += ["", f"XLA speed-up (time off / time on): {speedups}."]
@@ -412,13 +550,16 @@ def parse_args(argv):
     parser.add_argument("--pairs", default=",".join(PAIR_NAMES), help=f"comma list of {PAIR_NAMES}")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 15; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2; quick 1)")
     parser.add_argument(
         "--repeat_seconds", type=float, default=None, help="target seconds per variant per repeat"
     )
     parser.add_argument("--max_steps", type=int, default=50, help="most steps per variant per repeat")
     parser.add_argument("--no_memory", dest="memory", action="store_false", help="skip the memory step")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the loss-side pieces alone at each pair's shape"
+    )
     parser.add_argument("--output", default=None, help="write the table to this .md file and a .json")
     args = parser.parse_args(argv)
     args.pairs = [name for name in args.pairs.split(",") if name]
@@ -429,7 +570,7 @@ def parse_args(argv):
     for name in args.variants:
         if name not in VARIANTS:
             parser.error(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    defaults = (2, 1, 0.02) if args.quick else (5, 2, 0.4)
+    defaults = (2, 1, 0.01) if args.quick else (15, 2, 0.2)
     args.repeats = defaults[0] if args.repeats is None else args.repeats
     args.warmup = defaults[1] if args.warmup is None else args.warmup
     args.repeat_seconds = defaults[2] if args.repeat_seconds is None else args.repeat_seconds

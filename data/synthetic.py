@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from data import Splits
 
+EVAL_BATCH_SIZE = 1024
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticTask:
@@ -149,6 +151,10 @@ def arrays(
         _check_positive_int(name, value)
     own_task_seed, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
     if task_seed is not None:
+        if isinstance(task_seed, bool) or not isinstance(task_seed, int | np.integer) or task_seed < 0:
+            raise ValueError(
+                f"`task_seed` must be None or a non-negative integer. Received: task_seed={task_seed!r}"
+            )
         own_task_seed = np.random.SeedSequence(task_seed).spawn(4)[0]
     task = make_task(
         num_classes, num_superclasses, dim, tau, difficulty, np.random.default_rng(own_task_seed)
@@ -228,6 +234,8 @@ def load(
 
 
 def _ordered(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    # Evaluation runs in larger batches than training: a step's fixed cost dominates for these small models.
+    batch_size = max(batch_size, EVAL_BATCH_SIZE)
     return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -225,6 +225,7 @@ class _Options:
             warmup_epochs=flag_values.warmup_epochs,
             weight_decay=flag_values.weight_decay,
             jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
+            steps_per_execution=flag_values.steps_per_execution,
             verbose=verbose,
         )
 

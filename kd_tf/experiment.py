@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     jit_compile: bool | str = "auto"
+    steps_per_execution: int = 1
     verbose: int = 1
 
 
@@ -138,7 +139,9 @@ def train(
     steps_per_epoch = splits.train_examples // config.batch_size
     distiller = Distiller(student, teacher, loss)
     distiller.compile(
-        optimizer=make_optimizer(config, max(steps_per_epoch, 1), precision), jit_compile=config.jit_compile
+        optimizer=make_optimizer(config, max(steps_per_epoch, 1), precision),
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
     )
     best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
     all_callbacks = [StopOnNonFiniteLoss(), best, *callbacks]

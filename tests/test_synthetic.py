@@ -75,6 +75,18 @@ def test_arrays_are_deterministic_per_seed_and_differ_across_seeds():
     assert not np.allclose(first.x_validation, first.x_test)
 
 
+def test_task_seed_fixes_the_task_while_seed_draws_new_data():
+    options = dict(_SMALL, tau=0.5, train_examples=200, validation_examples=20, test_examples=20)
+    reference = synthetic.arrays(**options)  # seed 3 draws its own task when no task_seed is given
+    moved = synthetic.arrays(**(options | {"seed": 7, "task_seed": 3}))
+    np.testing.assert_array_equal(moved.task.class_vectors, reference.task.class_vectors)
+    np.testing.assert_array_equal(moved.task.alphas, reference.task.alphas)
+    assert not np.allclose(moved.x_train, reference.x_train)
+    other_task = synthetic.arrays(**(options | {"task_seed": 4}))
+    assert not np.allclose(other_task.task.class_vectors, reference.task.class_vectors)
+    np.testing.assert_array_equal(other_task.x_train, reference.x_train)
+
+
 @pytest.mark.parametrize("tau", [0.0, 0.5, 0.9])
 def test_default_preset_has_every_class_and_is_balanced(tau):
     data = synthetic.arrays(tau=tau)
@@ -125,6 +137,7 @@ def test_load_returns_batched_splits():
         ({"test_examples": 2.5}, "test_examples"),
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": 500}, "batch_size"),
+        ({"task_seed": -1}, "task_seed"),
     ],
 )
 def test_load_refuses_bad_arguments_by_name(overrides, argument):
