@@ -171,7 +171,7 @@ _STEPS_PER_EPOCH = flags.DEFINE_integer(
 )
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
     "steps_per_execution",
-    1,
+    8,
     "Training steps per compiled call (fewer host round trips for small models).",
     lower_bound=1,
 )
