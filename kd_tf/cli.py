@@ -118,6 +118,8 @@ class _Options:
         if flag_values.mode == "analyze":
             return
         for method, values in self.method_overrides.items():
+            if method not in methods:
+                continue
             # Building the loss once checks every value; the class vectors and hierarchy are stand-ins.
             try:
                 _probe_loss(method, {**self.hyperparameters(), **values}, self.class_parents_shape())
