@@ -42,6 +42,7 @@ os.environ.setdefault("TF_ENABLE_CPU_ALLOCATOR_STATS", "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -437,11 +438,18 @@ def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
                 f"  {pair.name} {variant} xla={jit}: ready in {time.perf_counter() - started:.1f} s, "
                 f"{runner.steps_per_repeat} steps per repeat"
             )
-    for repeat in range(args.repeats):
-        # Rotate the order so no variant always runs first (or right after the heaviest one).
-        shift = repeat % max(len(runners), 1)
-        for runner in runners[shift:] + runners[:shift]:
-            runner.seconds.append(runner.run(runner.steps_per_repeat))
+    # As `timeit` does: a garbage-collection pass over the many traced graphs alive here can take longer
+    # than a whole repeat of a small model, so collect once up front and not while timing.
+    gc.collect()
+    gc.disable()
+    try:
+        for repeat in range(args.repeats):
+            # Rotate the order so no variant always runs first (or right after the heaviest one).
+            shift = repeat % max(len(runners), 1)
+            for runner in runners[shift:] + runners[:shift]:
+                runner.seconds.append(runner.run(runner.steps_per_repeat))
+    finally:
+        gc.enable()
     if args.memory:
         for runner in runners:
             runner.measure_memory()

@@ -141,7 +141,8 @@ def train(
     distiller.compile(
         optimizer=make_optimizer(config, max(steps_per_epoch, 1), precision),
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        # More steps per call than an epoch has would run past the epoch's end.
+        steps_per_execution=max(1, min(config.steps_per_execution, steps_per_epoch)),
     )
     best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
     all_callbacks = [StopOnNonFiniteLoss(), best, *callbacks]
