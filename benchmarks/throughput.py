@@ -212,6 +212,7 @@ class Runner:
         self.seconds: list[float] = []
         self.steps_per_repeat = 1
         self.peak_bytes = None
+        self.first_loss = None
         # What Keras resolved `jit_compile` to (it may turn XLA off for models it cannot compile).
         self.jit_effective = jit if model is None else bool(getattr(model, "jit_compile", jit))
 
@@ -238,10 +239,20 @@ class Runner:
 
 def train_runner(variant, jit, model, inputs, targets) -> Runner:
     dataset = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
-    # One step through `fit` builds the model, optimizer and metrics the way training does.
-    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
     iterator = iter(dataset)
-    return Runner(variant, jit, lambda: model.train_function(iterator), model)
+    # What `fit` does before its first step (create the model, optimizer and metric variables), without
+    # `fit` itself: a later call on another iterator type would trace, and with XLA compile, the step again.
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is not None:
+        symbolic_build(data_batch=next(iter(dataset)))
+    else:
+        model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    model.make_train_function()
+    runner = Runner(variant, jit, lambda: model.train_function(iterator), model)
+    # The loss of the first step (fresh student, fixed batch): equal across variants that compute the
+    # same objective, which checks that the comparison is like for like.
+    runner.first_loss = float(runner.step()["loss"])
+    return runner
 
 
 def forward_runner(jit, teacher, inputs) -> Runner:
@@ -471,6 +482,7 @@ def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
                 "repeats": len(runner.seconds),
                 "steps_per_repeat": runner.steps_per_repeat,
                 "seconds_per_repeat": runner.seconds,
+                "first_step_loss": runner.first_loss,
             }
         )
     ratios = []
@@ -540,6 +552,19 @@ def markdown(results: dict) -> str:
                 f"| {ratio['ratio']} | {'on' if ratio['xla'] else 'off'} | {ratio['value']:.3f} | "
                 f"{target} | {met} |"
             )
+        first_mode = pair["rows"][0]["xla"] if pair["rows"] else False
+        first_losses = [
+            f"{row['variant']} {row['first_step_loss']:.6g}"
+            for row in pair["rows"]
+            if row["first_step_loss"] is not None and row["xla"] == first_mode
+        ]
+        if first_losses:
+            lines += [
+                "",
+                f"First-step loss (same initial student, same batch, XLA {'on' if first_mode else 'off'}): "
+                + ", ".join(first_losses)
+                + ".",
+            ]
         if pair["breakdown"]:
             shape = f"{pair['units_per_step']} {pair['unit']} x {pair['num_classes']} classes"
             lines += ["", f"| loss-side piece alone ({shape}) | XLA | ms |", "|---|---|---:|"]
@@ -558,12 +583,12 @@ def parse_args(argv):
     parser.add_argument("--pairs", default=",".join(PAIR_NAMES), help=f"comma list of {PAIR_NAMES}")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--xla", choices=("both", "off", "on"), default="both")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 15; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 12; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2; quick 1)")
     parser.add_argument(
         "--repeat_seconds", type=float, default=None, help="target seconds per variant per repeat"
     )
-    parser.add_argument("--max_steps", type=int, default=50, help="most steps per variant per repeat")
+    parser.add_argument("--max_steps", type=int, default=30, help="most steps per variant per repeat")
     parser.add_argument("--no_memory", dest="memory", action="store_false", help="skip the memory step")
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the loss-side pieces alone at each pair's shape"
@@ -578,7 +603,7 @@ def parse_args(argv):
     for name in args.variants:
         if name not in VARIANTS:
             parser.error(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    defaults = (2, 1, 0.01) if args.quick else (15, 2, 0.2)
+    defaults = (2, 1, 0.01) if args.quick else (12, 2, 0.15)
     args.repeats = defaults[0] if args.repeats is None else args.repeats
     args.warmup = defaults[1] if args.warmup is None else args.warmup
     args.repeat_seconds = defaults[2] if args.repeat_seconds is None else args.repeat_seconds
