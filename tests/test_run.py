@@ -156,3 +156,15 @@ def test_command_line_error_exit_code_and_one_line_message(tmp_path):
     assert completed.returncode == 2
     assert "Error: --dataset=imagenet needs --data_dir" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_teacher_from_another_dataset_is_refused_before_any_work(tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    (teacher_dir / "teacher.json").write_text(json.dumps({"dataset": "cifar100", "num_classes": 100}))
+    output_dir = tmp_path / "student"
+    with pytest.raises(cli.UserError, match="trained on --dataset=cifar100, not --dataset=synthetic"):
+        run_in_process(
+            [*TINY, "--mode=student", f"--teacher_dir={teacher_dir}", f"--output_dir={output_dir}"]
+        )
+    assert not output_dir.exists()
