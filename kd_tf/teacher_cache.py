@@ -410,6 +410,8 @@ def load_cache(
     data=None,
     expected_examples: int | None = None,
     mmap: bool = False,
+    augmented: bool = False,
+    allow_augmented: bool = False,
 ) -> TeacherCache:
     """Loads a cache written by `build_cache`, refusing one that does not fit what it will be used with.
 
@@ -423,11 +425,13 @@ def load_cache(
             been built on (checked by fingerprint), or `None` to skip the check.
         expected_examples: the number of examples the cache must hold, or `None`.
         mmap: memory-map the payload instead of reading it into memory.
+        augmented, allow_augmented: as in `build_cache`, for the pipeline the cache will now serve.
 
     Raises:
         FileNotFoundError: no complete cache at `directory`.
         ValueError: the cache was built for another loss, teacher or data.
     """
+    _check_not_augmented(augmented, allow_augmented)
     directory = os.path.abspath(directory)
     manifest_path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.isfile(manifest_path):

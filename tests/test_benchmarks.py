@@ -48,8 +48,9 @@ def test_every_variant_on_the_mlp_pair(tmp_path):
     # Like for like: online, offline and Keras' Distiller start from the same loss; so do the floors.
     losses = first_losses(pair, False)
     assert losses["teacher"] is None
-    for variant in ("kd_offline", "keras_kd"):
-        assert losses[variant] == pytest.approx(losses["kd"], rel=1e-5)
+    assert losses["kd_offline"] == pytest.approx(losses["kd"], rel=1e-5)
+    # Keras' KLDivergence clips probabilities at 1e-7 before the log: equal up to that.
+    assert losses["keras_kd"] == pytest.approx(losses["kd"], rel=1e-4)
     assert losses["kd_topk_offline"] == pytest.approx(losses["kd_topk"], rel=1e-5)
     assert losses["fused_floor"] == pytest.approx(losses["student"], rel=1e-5)
     table = output.read_text()

@@ -203,6 +203,8 @@ def test_an_augmented_training_pipeline_is_refused_unless_allowed(tmp_path, teac
         teacher, loss, ordered(inputs, labels), tmp_path / "c", augmented=True, allow_augmented=True
     )
     assert cache.manifest["training_augmented"] is True
+    with pytest.raises(ValueError, match="unaugmented inputs only"):
+        teacher_cache.load_cache(tmp_path / "c", loss=loss, augmented=True)
     flip = lambda x: -x
     with pytest.raises(ValueError, match="allow_augmented=True"):
         teacher_cache.cached_dataset(inputs, labels, cache, BATCH, augment=flip)
