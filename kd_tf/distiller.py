@@ -39,9 +39,9 @@ def class_vectors(model: keras.Model, layer_name: str = "logits"):
 class Distiller(keras.Model):
     """Trains `student` toward a frozen `teacher` with a `DistillationLoss`.
 
-    The teacher runs with `training=False`; its variables are frozen and its payload passes through
-    `stop_gradient`, so the tape records none of its work and only the student's variables are updated. With `teacher=None`, each batch's targets must carry the cached teacher payload packed by
-    `kd_tf.pack_targets` (offline distillation). The loss is the per-example loss summed over the replica's
+    The teacher runs with `training=False` and its payload passes through `stop_gradient`, so only the
+    student's variables are updated. With `teacher=None`, each batch's targets must carry the cached
+    teacher payload packed by `kd_tf.pack_targets` (offline distillation). The loss is the per-example loss summed over the replica's
     batch and divided by the global batch, so `tf.distribute` strategies make the same update as one device.
 
     Args:
