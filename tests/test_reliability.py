@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from runner import run_in_process
+from runner import TINY_SYNTHETIC, run_in_process
 
 import data.synthetic
 import models
@@ -67,25 +67,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
         assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
 
 
-TINY = [
-    "--taus=0.5",
-    "--num_classes=8",
-    "--num_superclasses=2",
-    "--dim=16",
-    "--difficulty=1",
-    "--train_examples=256",
-    "--validation_examples=128",
-    "--test_examples=128",
-    "--batch_size=64",
-    "--epochs=2",
-    "--teacher_width=16",
-    "--student_width=4",
-    "--methods=student,kd,kd_topk",
-    "--topk=2",
-    "--progress=none",
-    "--jit_compile=false",
-    "--deterministic",
-]
+TINY = [*TINY_SYNTHETIC, "--taus=0.5", "--methods=student,kd,kd_topk", "--topk=2", "--deterministic"]
 
 
 def without_times(path):

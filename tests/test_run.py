@@ -9,30 +9,12 @@ import sys
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from runner import run_in_process
+from runner import TINY_SYNTHETIC, run_in_process
 
 from kd_tf import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--taus=0.8",
-    "--num_classes=8",
-    "--num_superclasses=2",
-    "--dim=16",
-    "--difficulty=1",
-    "--train_examples=256",
-    "--validation_examples=128",
-    "--test_examples=128",
-    "--batch_size=64",
-    "--epochs=2",
-    "--teacher_width=16",
-    "--student_width=4",
-    "--topk=3",
-    "--rel_target=0.5",
-    "--rel_sibling=0.1",
-    "--progress=none",
-    "--jit_compile=false",
-]
+TINY = [*TINY_SYNTHETIC, "--taus=0.8", "--topk=3", "--rel_target=0.5", "--rel_sibling=0.1"]
 
 
 def test_tiny_table_writes_well_formed_results(tmp_path):
