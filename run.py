@@ -15,7 +15,7 @@ import models  # noqa: E402
 from kd_tf import losses, runtime  # noqa: E402
 from kd_tf.schedules import SCHEDULES  # noqa: E402
 
-MODES = ("table", "teacher", "student", "analyze")
+MODES = ("table", "teacher", "student", "analyze", "data_efficiency", "sweet_spot")
 
 # What to run.
 _MODE = flags.DEFINE_enum(
@@ -24,7 +24,9 @@ _MODE = flags.DEFINE_enum(
     MODES,
     "table: a teacher per column, then every method; teacher: "
     "train and save a teacher; student: distil one method from --teacher_dir; "
-    "analyze: figures and numbers from a finished table run.",
+    "analyze: figures and numbers from a finished table run; data_efficiency: accuracy against "
+    "training-set size (Phuong & Lampert 2019); sweet_spot: teachers over batch size x epochs and the KD "
+    "students they give.",
 )
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", datasets.NAMES, "Dataset.")
 _DATA_DIR = flags.DEFINE_string(
@@ -78,6 +80,42 @@ _TOPK_SWEEP = flags.DEFINE_list(
 )
 _FIGURES_DIR = flags.DEFINE_string(
     "figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures)."
+)
+
+# The companion-paper sweeps (--mode=data_efficiency, --mode=sweet_spot; synthetic data).
+_QUICK = flags.DEFINE_bool(
+    "quick",
+    False,
+    "data_efficiency / sweet_spot: a seconds-long version (tiny task and grid) that checks the bookkeeping.",
+)
+_TRAIN_SIZES = flags.DEFINE_list(
+    "train_sizes",
+    ["1000", "2000", "5000", "10000", "20000", "50000", "100000"],
+    "data_efficiency: student training-set sizes (prefixes of one pool).",
+)
+_STUDENT_MODELS = flags.DEFINE_list(
+    "student_models", ["mlp", "linear", "deep_linear"], "data_efficiency: student architectures."
+)
+_STUDENT_STEPS = flags.DEFINE_integer(
+    "student_steps",
+    3000,
+    "data_efficiency: training steps of every student, whatever its size.",
+    lower_bound=1,
+)
+_EVALUATIONS = flags.DEFINE_integer(
+    "evaluations", 10, "data_efficiency: validation checks per student (the best is kept).", lower_bound=1
+)
+_TEACHER_EXAMPLES = flags.DEFINE_integer(
+    "teacher_examples", 50_000, "data_efficiency: the teacher's own training examples.", lower_bound=1
+)
+_DIFFICULTIES = flags.DEFINE_list(
+    "difficulties", [], "data_efficiency: task difficulties to sweep (default: --difficulty)."
+)
+_TEACHER_BATCH_SIZES = flags.DEFINE_list(
+    "teacher_batch_sizes", ["16", "64", "256", "1024"], "sweet_spot: teacher batch sizes."
+)
+_TEACHER_EPOCH_GRID = flags.DEFINE_list(
+    "teacher_epoch_grid", ["1", "3", "10", "30"], "sweet_spot: teacher epoch counts."
 )
 
 # Synthetic data (paper §5.1).
@@ -197,6 +235,24 @@ def _taus_in_range(values):
         return bool(values) and all(0.0 <= float(value) < 1.0 for value in values)
     except ValueError:
         return False
+
+
+def _positive_integers(values) -> bool:
+    return bool(values) and all(value.isdigit() and int(value) > 0 for value in values)
+
+
+for _name in ("train_sizes", "teacher_batch_sizes", "teacher_epoch_grid"):
+    flags.register_validator(_name, _positive_integers, f"--{_name} must be a list of positive integers")
+
+
+@flags.validator("difficulties", "--difficulties must be a list of non-negative integers")
+def _difficulties_are_integers(values):
+    return all(value.isdigit() for value in values)
+
+
+@flags.validator("student_models", f"--student_models must be names from: {', '.join(models.NAMES)}")
+def _known_student_models(values):
+    return bool(values) and all(value in models.NAMES for value in values)
 
 
 @flags.validator("methods", f"--methods must be names from: {', '.join(losses.NAMES)}")

@@ -71,6 +71,22 @@ def pearson(first, second) -> float | None:
     return float((first * second).sum() / norm)
 
 
+def spearman(first, second) -> float | None:
+    """Spearman's rank correlation (Pearson's r of the ranks, ties sharing their mean rank), or `None`."""
+    if len(first) < 2:
+        return None
+    return pearson(_ranks(first), _ranks(second))
+
+
+def _ranks(values) -> np.ndarray:
+    # Tied values share their average rank, so a constant series has no rank correlation at all.
+    _, inverse, counts = np.unique(
+        np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True
+    )
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse]
+
+
 def pearson_matrix(rows) -> np.ndarray:
     """`[R, R]` Pearson correlations between the rows of `rows` `[R, C]`.
 

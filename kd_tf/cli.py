@@ -25,6 +25,7 @@ DEFAULT_MODELS = {
 HIERARCHIES = ("synthetic", "cifar100")
 KNOWN_CLASSES = {"cifar100": 100, "digits": 10, "imagenet": 1000}
 NEEDS_DATA_DIR = ("imagenet", "ptb")
+SWEEPS = ("data_efficiency", "sweet_spot")
 
 
 class UserError(Exception):
@@ -54,6 +55,8 @@ def run(flag_values) -> None:
                 "teacher": _run_teacher,
                 "student": _run_student,
                 "analyze": _run_analyze,
+                "data_efficiency": _run_study_sweep,
+                "sweet_spot": _run_study_sweep,
             }[flag_values.mode](options)
         except (
             ValueError,
@@ -84,11 +87,17 @@ class _Options:
         self.methods = list(flag_values.methods)
         if self.dataset not in HIERARCHIES and not _was_set(flag_values, "methods"):
             self.methods = [m for m in self.methods if m not in losses.NEEDS_CLASS_PARENTS]
+        if flag_values.mode == "data_efficiency" and not _was_set(flag_values, "methods"):
+            from kd_tf import studies
+
+            self.methods = list(studies.DATA_EFFICIENCY_METHODS)
 
     def check(self) -> None:
         """Every check that needs more than one flag or the disk; raises `UserError` before any work."""
         flag_values = self.flags
-        methods = [flag_values.method] if flag_values.mode == "student" else self.methods
+        methods = [flag_values.method] if flag_values.mode in ("student", "sweet_spot") else self.methods
+        if flag_values.mode in SWEEPS:
+            self._check_sweep()
         if self.dataset not in HIERARCHIES:
             for method in methods:
                 if method in losses.NEEDS_CLASS_PARENTS and flag_values.mode in ("table", "student"):
@@ -105,7 +114,7 @@ class _Options:
                 raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
-        if flag_values.mode in ("table", "teacher", "student"):
+        if flag_values.mode in ("table", "teacher", "student", *SWEEPS):
             self._check_output_dir()
         if flag_values.mode == "student":
             teacher_info = os.path.join(flag_values.teacher_dir, experiment.TEACHER_INFO)
@@ -138,6 +147,37 @@ class _Options:
                     )
         except ValueError as error:
             raise UserError(f"--method={method}: {error}") from error
+
+    def _check_sweep(self) -> None:
+        flag_values = self.flags
+        if self.dataset != "synthetic":
+            raise UserError(f"--mode={flag_values.mode} runs on --dataset=synthetic only.")
+        if flag_values.mode == "sweet_spot" and _was_set(flag_values, "taus") and len(flag_values.taus) != 1:
+            raise UserError(
+                f"--mode=sweet_spot studies one task: give one --taus value. Received: {flag_values.taus}"
+            )
+        if flag_values.mode == "sweet_spot" and flag_values.lr_schedule != "constant":
+            raise UserError(
+                "--mode=sweet_spot reads every epoch count off one teacher run, which needs "
+                f"--lr_schedule=constant. Received: --lr_schedule={flag_values.lr_schedule}"
+            )
+        if flag_values.quick:
+            return
+        if flag_values.mode == "data_efficiency" and flag_values.batch_size > min(
+            int(size) for size in flag_values.train_sizes
+        ):
+            raise UserError(
+                f"--batch_size={flag_values.batch_size} exceeds the smallest --train_sizes "
+                f"({min(int(size) for size in flag_values.train_sizes)})."
+            )
+        if (
+            flag_values.mode == "sweet_spot"
+            and max(int(size) for size in flag_values.teacher_batch_sizes) > flag_values.train_examples
+        ):
+            raise UserError(
+                f"--teacher_batch_sizes go up to {max(int(size) for size in flag_values.teacher_batch_sizes)}"
+                f", more than --train_examples={flag_values.train_examples}."
+            )
 
     def _check_output_dir(self) -> None:
         existing = [
@@ -197,10 +237,10 @@ class _Options:
             }
         return {"data_dir": flag_values.data_dir}
 
-    def model_options(self, role: str) -> dict:
+    def model_options(self, role: str, model: str | None = None) -> dict:
         flag_values = self.flags
-        model = self.teacher_model if role == "teacher" else self.student_model
-        if model == "mlp":
+        model = model or (self.teacher_model if role == "teacher" else self.student_model)
+        if model in ("mlp", "deep_linear"):
             width = flag_values.teacher_width if role == "teacher" else flag_values.student_width
             return {"width": width, "logit_scale": flag_values.logit_scale, "name": role}
         if model.startswith("resnet") and self.dataset in ("cifar100", "digits"):
@@ -402,6 +442,12 @@ def _finish_single(options: _Options, records, column_key) -> None:
     header = f"# {options.dataset}\n\nCommand: `{' '.join(sys.argv)}`\n\n"
     experiment.write_results(options.output_dir, records, table, header)
     print("\n" + table)
+
+
+def _run_study_sweep(options: _Options) -> None:
+    from kd_tf import study_runs
+
+    study_runs.run(options)
 
 
 def _run_analyze(options: _Options) -> None:

@@ -436,24 +436,16 @@ def train_student(study, splits, data_options, seed, method, teacher, teacher_re
     record = _reuse(directory)
     if record is not None:
         return record
-    values = {**study.hyperparameters, **study.method_overrides.get(method, {})}
-    hyperparameters = method_hyperparameters(method, values)
-    loss = method_loss(method, hyperparameters, teacher, splits)
-    keras.utils.set_random_seed(seed + 1)
-    student = build_model(
+    student, result, hyperparameters = distil(
+        method,
+        {**study.hyperparameters, **study.method_overrides.get(method, {})},
+        teacher,
+        splits,
         study.student_model,
-        splits.num_classes,
-        input_shape_of(splits),
         study.student_model_options,
-        study.student_train.weight_decay,
-    )
-    result = train(
-        student=student,
-        teacher=teacher if loss.payload_size(splits.num_classes) else None,
-        loss=loss,
-        splits=splits,
-        config=study.student_train,
+        study.student_train,
         precision=study.precision,
+        seed=seed,
         run_dir=directory,
     )
     student.save(os.path.join(directory, "student.keras"))
@@ -461,6 +453,42 @@ def train_student(study, splits, data_options, seed, method, teacher, teacher_re
     record["teacher_test_accuracy"] = teacher_record.get("test_accuracy")
     _store(directory, record)
     return record
+
+
+def distil(
+    method: str,
+    values: dict,
+    teacher: keras.Model | None,
+    splits: datasets.Splits,
+    model_name: str,
+    model_options: dict,
+    config: TrainConfig,
+    *,
+    precision: str = "float32",
+    seed: int = 0,
+    run_dir: str | None = None,
+):
+    """Builds a new `model_name` student (seeded `seed + 1`) and trains it with `method`.
+
+    `values` maps hyperparameter flag names to values; the method takes the ones it accepts. Returns
+    `(student, train()'s result, the hyperparameters used)`.
+    """
+    hyperparameters = method_hyperparameters(method, values)
+    loss = method_loss(method, hyperparameters, teacher, splits)
+    keras.utils.set_random_seed(seed + 1)
+    student = build_model(
+        model_name, splits.num_classes, input_shape_of(splits), model_options, config.weight_decay
+    )
+    result = train(
+        student=student,
+        teacher=teacher if loss.payload_size(splits.num_classes) else None,
+        loss=loss,
+        splits=splits,
+        config=config,
+        precision=precision,
+        run_dir=run_dir,
+    )
+    return student, result, hyperparameters
 
 
 def _print_now(line: str) -> None:

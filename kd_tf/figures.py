@@ -245,29 +245,13 @@ def _rescaling(loss, labels, teacher_logits, student_logits) -> dict:
         "arrays": {"teacher_probs": teacher_probs, "w": factors},
         "summary": {
             "pearson": analysis.pearson(teacher_probs, factors) if factors.size > 1 else None,
-            "spearman": _spearman(teacher_probs, factors),
+            "spearman": analysis.spearman(teacher_probs, factors),
             "w_mean": float(np.mean(factors)) if factors.size else None,
             "w_median": float(np.median(factors)) if factors.size else None,
             "non_finite": int((~finite).sum()),
             "binned": binned_means(teacher_probs, factors) if factors.size else [],
         },
     }
-
-
-def _spearman(first, second) -> float | None:
-    # Rank correlation: w is heavy-tailed where the student is already sure, which dominates Pearson's r.
-    if len(first) < 2:
-        return None
-    return analysis.pearson(_ranks(first), _ranks(second))
-
-
-def _ranks(values) -> np.ndarray:
-    # Tied values share their average rank, so a constant w has no rank correlation at all.
-    _, inverse, counts = np.unique(
-        np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True
-    )
-    ends = np.cumsum(counts)
-    return (ends - (counts - 1) / 2.0)[inverse]
 
 
 def _fresh_copy(model: keras.Model, seed: int) -> keras.Model:

@@ -257,3 +257,94 @@ def geometry_scatter(
     suffix = f" (Pearson r = {correlation:.3f})" if correlation is not None else ""
     axis.set_title(title + suffix, fontsize=9)
     return _save(figure, path)
+
+
+# The companion-paper sweeps (kd_tf.studies).
+
+
+def learning_curves(rows: Sequence[Mapping], path) -> str:
+    """Test accuracy against training-set size (log scale): a panel per (setting, student model), a line per
+    method, the teacher's accuracy dashed."""
+    if not rows:
+        raise ValueError("`rows` must not be empty.")
+    settings = sorted({(row["tau"], row["difficulty"]) for row in rows})
+    student_models = list(dict.fromkeys(row["student_model"] for row in rows))
+    figure = _new_figure(3.2 * len(student_models), 2.6 * len(settings))
+    axes = np.asarray(figure.subplots(len(settings), len(student_models), squeeze=False))
+    for i, setting in enumerate(settings):
+        for j, model in enumerate(student_models):
+            axis = axes[i, j]
+            group = [
+                r for r in rows if (r["tau"], r["difficulty"]) == setting and r["student_model"] == model
+            ]
+            for row in group:
+                axis.errorbar(
+                    row["sizes"],
+                    100 * np.asarray(row["accuracy"]),
+                    yerr=100 * np.asarray(row["accuracy_std"]) if row.get("seeds", 1) > 1 else None,
+                    marker="o",
+                    markersize=3,
+                    capsize=2,
+                    label=row["method"],
+                )
+            if group:
+                axis.axhline(
+                    100 * group[0]["teacher_test_accuracy"], color="grey", linestyle="--", linewidth=0.8
+                )
+            axis.set_xscale("log")
+            axis.set_title(f"τ={setting[0]}, difficulty {setting[1]}: {model}", fontsize=8)
+            axis.set_xlabel("training examples n", fontsize=8)
+            axis.set_ylabel("test accuracy (%)", fontsize=8)
+            axis.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    return _save(figure, path)
+
+
+def grid_heatmap(values, row_labels, column_labels, path, title: str, xlabel: str, ylabel: str) -> str:
+    """A `[rows, columns]` grid of numbers as a heatmap with each cell's value written in it."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (len(row_labels), len(column_labels)):
+        raise ValueError(
+            f"`values` must have shape ({len(row_labels)}, {len(column_labels)}). Received: {values.shape}"
+        )
+    figure = _new_figure(1.0 + 0.9 * len(column_labels), 1.0 + 0.6 * len(row_labels))
+    axis = figure.subplots()
+    image = axis.imshow(values, cmap="viridis", aspect="auto")
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    digits = 1 if finite.size and np.abs(finite).max() >= 10 else 3
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            axis.text(
+                column,
+                row,
+                f"{value:.{digits}f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if value > middle else "white",
+            )
+    axis.set_xticks(range(len(column_labels)), [str(label) for label in column_labels])
+    axis.set_yticks(range(len(row_labels)), [str(label) for label in row_labels])
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    return _save(figure, path)
+
+
+def predictor_scatter(panels: Sequence[tuple[str, np.ndarray]], outcome, path, ylabel: str) -> str:
+    """One scatter panel per `(name, values)` against the same `outcome`, titled with Pearson's r."""
+    outcome = np.asarray(outcome, dtype=np.float64).ravel()
+    figure = _new_figure(3.2 * len(panels), 3.0)
+    axes = np.atleast_1d(figure.subplots(1, len(panels)))
+    for axis, (name, values) in zip(axes, panels, strict=True):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        keep = np.isfinite(values) & np.isfinite(outcome)
+        axis.scatter(values[keep], outcome[keep], s=14)
+        correlation = pearson(values[keep], outcome[keep]) if keep.sum() > 1 else None
+        suffix = f"\nPearson r = {correlation:+.3f}" if correlation is not None else ""
+        axis.set_title(name + suffix, fontsize=8)
+        axis.set_ylabel(ylabel, fontsize=8)
+        axis.tick_params(labelsize=7)
+    return _save(figure, path)

@@ -8,6 +8,8 @@ import importlib
 # output is logits (no softmax), float32 even under a mixed-precision policy.
 _BUILDERS = {
     "mlp": ("models.mlp", "mlp"),
+    "linear": ("models.linear", "linear"),
+    "deep_linear": ("models.linear", "deep_linear"),
     "resnet20": ("models.resnet_cifar", "resnet20"),
     "resnet32": ("models.resnet_cifar", "resnet32"),
     "resnet56": ("models.resnet_cifar", "resnet56"),

@@ -1,0 +1,172 @@
+"""`run.py --mode=data_efficiency | sweet_spot`: the companion-paper sweeps, configured from the flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from kd_tf import studies
+
+# The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
+# well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
+DEFAULT_TAUS = {"data_efficiency": (0.0, 0.9), "sweet_spot": (0.5,)}
+
+# The data-efficiency teacher when --teacher_model is not given. The synthetic task's labels are nearly a
+# linear function of the input (its sine terms bend the boundaries little), and a linear classifier trained
+# on the teacher's 50K examples is far more accurate than the residual MLP, which overfits them.
+DATA_EFFICIENCY_TEACHER = "linear"
+
+# `--quick`: a task and grid small enough to run in seconds, for checking the bookkeeping.
+QUICK_DATA = {
+    "num_classes": 8,
+    "num_superclasses": 2,
+    "dim": 16,
+    "difficulty": 1,
+    "train_examples": 256,
+    "validation_examples": 128,
+    "test_examples": 128,
+}
+QUICK_DATA_EFFICIENCY = {
+    "train_sizes": (64, 128),
+    "student_models": ("mlp", "linear"),
+    "methods": ("student", "kd"),
+    "taus": (0.5,),
+    "teacher_examples": 256,
+    "student_steps": 8,
+    "evaluations": 2,
+}
+QUICK_SWEET_SPOT = {"batch_sizes": (32, 128), "epoch_grid": (1, 2), "taus": (0.5,)}
+QUICK_TRAIN = {"batch_size": 32, "epochs": 2, "jit_compile": False, "steps_per_execution": 1, "verbose": 0}
+QUICK_WIDTHS = {"teacher": 16, "student": 4}
+
+
+def run(options) -> None:
+    flag_values = options.flags
+    header = f"Command: `{' '.join(sys.argv)}`\n\n"
+    if flag_values.mode == "data_efficiency":
+        config = data_efficiency_config(options)
+        records = studies.run_data_efficiency(config, options.output_dir, header=header)
+        summary = studies.format_data_efficiency(studies.summarize_data_efficiency(records))
+    else:
+        config = sweet_spot_config(options)
+        records = studies.run_sweet_spot(config, options.output_dir, header=header)
+        summary = studies.format_sweet_spot(records, studies.sweet_spot_correlations(records))
+    print("\n" + summary)
+
+
+def _taus(options) -> list[float]:
+    flag_values = options.flags
+    if flag_values.quick:
+        return list(
+            QUICK_DATA_EFFICIENCY["taus"]
+            if flag_values.mode == "data_efficiency"
+            else QUICK_SWEET_SPOT["taus"]
+        )
+    if flag_values["taus"].present:
+        return [float(tau) for tau in flag_values.taus]
+    return list(DEFAULT_TAUS[flag_values.mode])
+
+
+def _data_options(options) -> dict:
+    data_options = options.data_options()
+    if options.flags.quick:
+        data_options.update(QUICK_DATA)
+    return data_options
+
+
+def _train_configs(options):
+    teacher = options.train_config("teacher", verbose=0)
+    student = options.train_config("student", verbose=0)
+    if options.flags.quick:
+        teacher = dataclasses.replace(teacher, **QUICK_TRAIN)
+        student = dataclasses.replace(student, **QUICK_TRAIN)
+    return teacher, student
+
+
+def _model_options(options, role: str, model: str) -> dict:
+    model_options = options.model_options(role, model)
+    if options.flags.quick and "width" in model_options:
+        model_options["width"] = QUICK_WIDTHS[role]
+    return model_options
+
+
+def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
+    flag_values = options.flags
+    data_options = _data_options(options)
+    difficulties = [int(value) for value in flag_values.difficulties] or [data_options["difficulty"]]
+    if flag_values.quick:
+        difficulties = [QUICK_DATA["difficulty"]]
+        grid = QUICK_DATA_EFFICIENCY
+    else:
+        grid = {
+            "train_sizes": [int(size) for size in flag_values.train_sizes],
+            "student_models": list(flag_values.student_models),
+            "methods": options.methods,
+            "teacher_examples": flag_values.teacher_examples,
+            "student_steps": flag_values.student_steps,
+            "evaluations": flag_values.evaluations,
+        }
+    teacher_train, student_train = _train_configs(options)
+    teacher_model = options.teacher_model if flag_values["teacher_model"].present else DATA_EFFICIENCY_TEACHER
+    try:
+        return studies.DataEfficiencyConfig(
+            settings=[
+                {"tau": tau, "difficulty": difficulty}
+                for tau in _taus(options)
+                for difficulty in difficulties
+            ],
+            train_sizes=grid["train_sizes"],
+            student_models=grid["student_models"],
+            methods=grid["methods"],
+            seeds=options.seeds,
+            data_options=data_options,
+            teacher_examples=grid["teacher_examples"],
+            teacher_model=teacher_model,
+            teacher_model_options=_model_options(options, "teacher", teacher_model),
+            student_model_options={
+                model: _model_options(options, "student", model) for model in grid["student_models"]
+            },
+            teacher_train=teacher_train,
+            student_train=student_train,
+            student_steps=grid["student_steps"],
+            evaluations=grid["evaluations"],
+            hyperparameters=options.hyperparameters(),
+            method_overrides=options.method_overrides,
+            precision=flag_values.precision,
+        )
+    except ValueError as error:
+        from kd_tf.cli import UserError
+
+        raise UserError(f"--mode=data_efficiency: {error}") from error
+
+
+def sweet_spot_config(options) -> studies.SweetSpotConfig:
+    flag_values = options.flags
+    data_options = {**_data_options(options), "tau": _taus(options)[0]}
+    if flag_values.quick:
+        batch_sizes, epoch_grid = QUICK_SWEET_SPOT["batch_sizes"], QUICK_SWEET_SPOT["epoch_grid"]
+    else:
+        batch_sizes = [int(size) for size in flag_values.teacher_batch_sizes]
+        epoch_grid = [int(epochs) for epochs in flag_values.teacher_epoch_grid]
+    teacher_train, student_train = _train_configs(options)
+    try:
+        return studies.SweetSpotConfig(
+            batch_sizes=batch_sizes,
+            epoch_grid=epoch_grid,
+            seeds=options.seeds,
+            data_options=data_options,
+            teacher_model=options.teacher_model,
+            teacher_model_options=_model_options(options, "teacher", options.teacher_model),
+            student_model=options.student_model,
+            student_model_options=_model_options(options, "student", options.student_model),
+            teacher_train=teacher_train,
+            student_train=student_train,
+            method=flag_values.method,
+            hyperparameters=options.hyperparameters(),
+            method_overrides=options.method_overrides,
+            precision=flag_values.precision,
+        )
+    except ValueError as error:
+        from kd_tf.cli import UserError
+
+        raise UserError(f"--mode=sweet_spot: {error}") from error
