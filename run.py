@@ -39,7 +39,9 @@ _OUTPUT_DIR = flags.DEFINE_string(
 )
 _TEACHER_DIR = flags.DEFINE_string("teacher_dir", None, "A --mode=teacher output directory (--mode=student).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the results already in --output_dir.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Random seeds; a table reports mean ± std over them.")
+_SEEDS = flags.DEFINE_list(
+    "seeds", ["0"], "Random seeds; a table reports mean ± std over them (--mode=sweet_spot: default 0,1,2)."
+)
 
 # Method hyperparameters (names of the loss arguments).
 _TEMPERATURE = flags.DEFINE_float("temperature", 4.0, "Softening temperature T.", lower_bound=1e-6)
@@ -112,10 +114,10 @@ _DIFFICULTIES = flags.DEFINE_list(
     "difficulties", [], "data_efficiency: task difficulties to sweep (default: --difficulty)."
 )
 _TEACHER_BATCH_SIZES = flags.DEFINE_list(
-    "teacher_batch_sizes", ["16", "64", "256", "1024"], "sweet_spot: teacher batch sizes."
+    "teacher_batch_sizes", ["16", "64", "256", "1024", "4096"], "sweet_spot: teacher batch sizes."
 )
 _TEACHER_EPOCH_GRID = flags.DEFINE_list(
-    "teacher_epoch_grid", ["1", "3", "10", "30"], "sweet_spot: teacher epoch counts."
+    "teacher_epoch_grid", ["1", "2", "5", "10", "20", "50"], "sweet_spot: teacher epoch counts."
 )
 
 # Synthetic data (paper §5.1).

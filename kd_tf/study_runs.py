@@ -10,6 +10,8 @@ from kd_tf import studies
 # The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
 # well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
 DEFAULT_TAUS = {"data_efficiency": (0.0, 0.9), "sweet_spot": (0.5,)}
+# The sweet spot's seeds when --seeds is not given: its correlations are over grid cells, each a mean.
+SWEET_SPOT_SEEDS = (0, 1, 2)
 
 # The data-efficiency teacher when --teacher_model is not given. The synthetic task's labels are nearly a
 # linear function of the input (its sine terms bend the boundaries little), and a linear classifier trained
@@ -153,7 +155,9 @@ def sweet_spot_config(options) -> studies.SweetSpotConfig:
         return studies.SweetSpotConfig(
             batch_sizes=batch_sizes,
             epoch_grid=epoch_grid,
-            seeds=options.seeds,
+            seeds=options.seeds
+            if flag_values["seeds"].present or flag_values.quick
+            else list(SWEET_SPOT_SEEDS),
             data_options=data_options,
             teacher_model=options.teacher_model,
             teacher_model_options=_model_options(options, "teacher", options.teacher_model),

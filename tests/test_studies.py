@@ -298,3 +298,26 @@ def test_bad_sweep_flags_are_refused_when_parsed(argv, message):
         flags.FLAGS.unparse_flags()
         with pytest.raises(flags.Error, match=message):
             flags.FLAGS(["run.py", *argv])
+
+
+def _config(mode, argv, tmp_path):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", f"--mode={mode}", *argv, f"--output_dir={tmp_path}"])
+        options = cli._Options(flags.FLAGS)
+        options.check()
+        build = (
+            study_runs.data_efficiency_config if mode == "data_efficiency" else study_runs.sweet_spot_config
+        )
+        return build(options)
+
+
+@pytest.mark.parametrize("mode", ["data_efficiency", "sweet_spot"])
+def test_the_flagfiles_spell_out_the_defaults(tmp_path, mode):
+    flagfile = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{mode}.flags")
+    assert _config(mode, [f"--flagfile={flagfile}"], tmp_path) == _config(mode, [], tmp_path)
+    config = _config(mode, [], tmp_path)
+    if mode == "data_efficiency":
+        assert len(config.cells()) == 2 * 3 * 4 * 7 and config.teacher_model == "linear"
+    else:
+        assert len(config.cells()) == 3 * 5 * 6 and list(config.seeds) == [0, 1, 2]
