@@ -36,6 +36,24 @@ def class_vectors(model: keras.Model, layer_name: str = "logits"):
     return keras.ops.convert_to_numpy(layer.kernel)
 
 
+def sparse_categorical_accuracy(labels, logits):
+    """`keras.metrics.sparse_categorical_accuracy` (1.0 where the arg-max class is the label), with its ties.
+
+    Keras ranks -0.0 below +0.0 (its arg-max first maps -0.0 to -tiny), which costs it three more passes
+    over the logits; `tf.argmax` ranks them equal. Both take the first of equal maxima, so they can only
+    disagree in a row whose maximum is zero, and only then is Keras' own function run.
+    """
+    logits = tf.convert_to_tensor(logits)
+    labels = tf.cast(labels, tf.int32)
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    maxima = tf.gather(logits, predicted, axis=-1, batch_dims=predicted.shape.rank)
+    return tf.cond(
+        tf.reduce_any(tf.equal(maxima, 0.0)),
+        lambda: keras.metrics.sparse_categorical_accuracy(labels, logits),
+        lambda: tf.cast(tf.equal(predicted, labels), keras.backend.floatx()),
+    )
+
+
 class Distiller(keras.Model):
     """Trains `student` toward a frozen `teacher` with a `DistillationLoss`.
 
@@ -78,7 +96,8 @@ class Distiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # Keras' SparseCategoricalAccuracy values, at a quarter of its cost on 10,000-class logits.
+        self.accuracy = keras.metrics.MeanMetricWrapper(sparse_categorical_accuracy, name="accuracy")
         self.top5_accuracy = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")
 
     @property

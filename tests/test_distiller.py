@@ -186,3 +186,37 @@ def test_class_vectors_are_the_logit_kernel_columns():
     vectors = kd_tf.class_vectors(teacher)
     assert vectors.shape == (8, NUM_CLASSES)
     np.testing.assert_array_equal(vectors, np.array(teacher.get_layer("logits").kernel))
+
+
+def test_accuracy_metric_equals_keras_with_ties_and_signed_zeros():
+    """Integer-valued logits tie often, and -0.0 against +0.0 is a tie Keras breaks toward +0.0."""
+    rng = np.random.default_rng(5)
+    logits = rng.integers(-2, 3, size=(600, 7)).astype(np.float32)
+    logits[rng.random(logits.shape) < 0.4] *= -1.0  # turns some zeros into -0.0
+    labels = rng.integers(0, 7, size=600).astype(np.int32)
+    assert np.any(np.signbit(logits) & (logits == 0))
+    for rows in (logits, logits + 3.0, logits - 3.0):
+        expected = keras.metrics.sparse_categorical_accuracy(labels, rows).numpy()
+        eager = kd_tf.distiller.sparse_categorical_accuracy(labels, rows).numpy()
+        compiled = tf.function(kd_tf.distiller.sparse_categorical_accuracy, jit_compile=True)(labels, rows)
+        np.testing.assert_array_equal(eager, expected)
+        np.testing.assert_array_equal(compiled.numpy(), expected)
+    negative_zero_first = np.array([[-0.0, 0.0, -1.0]], np.float32)
+    np.testing.assert_array_equal(
+        kd_tf.distiller.sparse_categorical_accuracy([1], negative_zero_first), [1.0]
+    )
+
+
+def test_reported_accuracies_equal_the_keras_metrics():
+    teacher, student = mlp(32, "teacher", 1), mlp(4, "student", 2)
+    distiller = kd_tf.Distiller(student, teacher, losses.get("kd", temperature=2.0, alpha=0.5))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    inputs, labels = data(48)
+    results = distiller.evaluate(inputs, labels, batch_size=16, verbose=0, return_dict=True)
+    logits = student(inputs)
+    accuracy = keras.metrics.SparseCategoricalAccuracy()
+    accuracy.update_state(labels, logits)
+    top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5)
+    top5.update_state(labels, logits)
+    np.testing.assert_allclose(results["accuracy"], float(accuracy.result()), rtol=1e-6)
+    np.testing.assert_allclose(results["top5_accuracy"], float(top5.result()), rtol=1e-6)

@@ -127,11 +127,13 @@ class DistillationLoss(keras.losses.Loss):
         """Per-example hard cross-entropy `H(y, p)` and soft term `T²·KL(q̃ ‖ p^T)`."""
         student_logits = tf.cast(student_logits, tf.float32)
         labels = tf.cast(labels, tf.int32)
-        hard = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=student_logits)
+        hard = sparse_cross_entropy(labels, student_logits)
         if self.alpha == 0.0:
             return hard, tf.zeros_like(hard)
         target = self.target_distribution(labels, payload, student_logits.shape[-1])
-        # log-softmax, never log(softmax + eps): an eps rounds to zero in float16.
+        # log-softmax, never log(softmax + eps): an eps rounds to zero in float16. The sum is taken over
+        # q̃ (log q̃ - log p^T), never as Σ q̃ log q̃ - Σ q̃ log p^T: at 10,000 classes those two sums are
+        # about 9.2 each and a KL near 1e-5 would be lost in their float32 rounding.
         student_log_probs = tf.nn.log_softmax(student_logits / self.temperature, axis=-1)
         kl = tf.reduce_sum(tf.math.xlogy(target, target) - target * student_log_probs, axis=-1)
         # T² keeps the soft gradient on the scale of the hard one (Hinton et al. 2015, §2).
@@ -161,6 +163,17 @@ class DistillationLoss(keras.losses.Loss):
             "temperature": self.temperature,
             "alpha": self.alpha,
         }
+
+
+def sparse_cross_entropy(labels, logits):
+    """`-log softmax(logits)[label]`, shape `[...]`, as `tf.nn.sparse_softmax_cross_entropy_with_logits`.
+
+    Written as `logsumexp(logits) - logits[label]`: TensorFlow's CPU kernel for the fused op takes twice as
+    long with its gradient at a 10,000-word vocabulary (52 against 26 ms for 700 x 10,000 logits). Under XLA
+    the fused op is a few percent faster, which does not pay for a second code path.
+    """
+    label_logits = tf.gather(logits, labels, axis=-1, batch_dims=labels.shape.rank)
+    return tf.reduce_logsumexp(logits, axis=-1) - label_logits
 
 
 def uniform_except_target(labels, target_probability, num_classes: int):
