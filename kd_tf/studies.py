@@ -67,6 +67,7 @@ SWEET_SPOT_FIELDS = (
     "student_best_validation_accuracy",
     "baseline_test_accuracy",
     "kd_gain",
+    "student_over_teacher",
     "wall_time_s",
 )
 # What the sweet-spot summary relates to the student's accuracy.
@@ -768,19 +769,34 @@ def grid_means(records: Sequence[dict], quantity: str) -> tuple[list[int], list[
         return batch_sizes, epochs, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+# What the predictors are related to: the KD student's accuracy, and how far it lands above its teacher
+# (similarity information should matter beyond the teacher's accuracy, which the student largely tracks).
+SWEET_SPOT_OUTCOMES = ("student_test_accuracy", "student_over_teacher")
+
+
+def with_derived(records: Sequence[dict]) -> list[dict]:
+    """The records with `student_over_teacher` (KD student minus teacher test accuracy) filled in."""
+    return [
+        {**record, "student_over_teacher": record["student_test_accuracy"] - record["teacher_test_accuracy"]}
+        for record in records
+    ]
+
+
 def sweet_spot_correlations(records: Sequence[dict]) -> dict:
-    """Pearson and Spearman correlation, over grid cells (means over seeds), of each predictor with the
-    KD student's test accuracy."""
-    _, _, student = grid_means(records, "student_test_accuracy")
+    """`{outcome: {predictor: {pearson, spearman, cells}}}` over grid cells (means over seeds)."""
+    records = with_derived(records)
     correlations = {}
-    for predictor in SWEET_SPOT_PREDICTORS:
-        _, _, values = grid_means(records, predictor)
-        keep = np.isfinite(values) & np.isfinite(student)
-        correlations[predictor] = {
-            "pearson": analysis.pearson(values[keep], student[keep]),
-            "spearman": analysis.spearman(values[keep], student[keep]),
-            "cells": int(keep.sum()),
-        }
+    for outcome in SWEET_SPOT_OUTCOMES:
+        _, _, target = grid_means(records, outcome)
+        correlations[outcome] = {}
+        for predictor in SWEET_SPOT_PREDICTORS:
+            _, _, values = grid_means(records, predictor)
+            keep = np.isfinite(values) & np.isfinite(target)
+            correlations[outcome][predictor] = {
+                "pearson": analysis.pearson(values[keep], target[keep]),
+                "spearman": analysis.spearman(values[keep], target[keep]),
+                "cells": int(keep.sum()),
+            }
     return correlations
 
 
@@ -790,10 +806,12 @@ _HEATMAPS = {
     "nontarget_entropy": ("non-target entropy / log(M−1)", 1.0),
     "student_test_accuracy": ("KD student test accuracy (%)", 100.0),
     "kd_gain": ("KD student − hard-label student (points)", 100.0),
+    "student_over_teacher": ("KD student − its teacher (points)", 100.0),
 }
 
 
 def format_sweet_spot(records: Sequence[dict], correlations: dict) -> str:
+    records = with_derived(records)
     lines = []
     for quantity, (title, scale) in _HEATMAPS.items():
         batch_sizes, epochs, means = grid_means(records, quantity)
@@ -808,14 +826,24 @@ def format_sweet_spot(records: Sequence[dict], correlations: dict) -> str:
                 + " |"
             )
         lines.append("")
-    lines.append("### Correlation with the KD student's test accuracy (over grid cells)\n")
-    lines.append("| quantity | Pearson r | Spearman ρ | cells |")
-    lines.append("|---|---:|---:|---:|")
-    for predictor, values in correlations.items():
-        pearson, spearman = (
-            "–" if values[name] is None else f"{values[name]:+.3f}" for name in ("pearson", "spearman")
+    lines.append("### Correlations over grid cells (means over seeds)\n")
+    lines.append(
+        "| quantity | r with student accuracy | ρ with student accuracy | r with student − teacher "
+        "| ρ with student − teacher | cells |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for predictor in SWEET_SPOT_PREDICTORS:
+        numbers = [
+            correlations[outcome][predictor][name]
+            for outcome in SWEET_SPOT_OUTCOMES
+            for name in ("pearson", "spearman")
+        ]
+        cells = correlations[SWEET_SPOT_OUTCOMES[0]][predictor]["cells"]
+        lines.append(
+            f"| {predictor} | "
+            + " | ".join("–" if value is None else f"{value:+.3f}" for value in numbers)
+            + f" | {cells} |"
         )
-        lines.append(f"| {predictor} | {pearson} | {spearman} | {values['cells']} |")
     best = _best_cells(records)
     lines.append(
         f"\nBest teacher (test accuracy): batch {best['teacher'][0]}, {best['teacher'][1]} epochs. "
@@ -837,6 +865,7 @@ def _best_cells(records) -> dict:
 def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "") -> dict:
     """Writes `sweet_spot.csv`, `results.json`, `results.md`, a heatmap PNG per quantity and a scatter."""
     os.makedirs(output_dir, exist_ok=True)
+    records = with_derived(records)
     _write_csv(os.path.join(output_dir, SWEET_SPOT_CSV), records, SWEET_SPOT_FIELDS)
     correlations = sweet_spot_correlations(records)
     figures = []
@@ -853,19 +882,22 @@ def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "")
                 ylabel="teacher batch size",
             )
         )
-    _, _, student = grid_means(records, "student_test_accuracy")
     panels = []
     for predictor in SWEET_SPOT_PREDICTORS:
         _, _, values = grid_means(records, predictor)
         panels.append((_HEATMAPS[predictor][0], values.ravel() * _HEATMAPS[predictor][1]))
-    figures.append(
-        plots.predictor_scatter(
-            panels,
-            100.0 * student.ravel(),
-            os.path.join(output_dir, "sweet_spot_scatter.png"),
-            ylabel=_HEATMAPS["student_test_accuracy"][0],
+    for outcome, name in zip(
+        SWEET_SPOT_OUTCOMES, ("sweet_spot_scatter", "sweet_spot_scatter_over_teacher"), strict=True
+    ):
+        _, _, target = grid_means(records, outcome)
+        figures.append(
+            plots.predictor_scatter(
+                panels,
+                100.0 * target.ravel(),
+                os.path.join(output_dir, f"{name}.png"),
+                ylabel=_HEATMAPS[outcome][0],
+            )
         )
-    )
     text = (
         "# The teacher's sweet spot (batch size × epochs)\n\n"
         + header

@@ -87,10 +87,14 @@ def test_grid_means_and_correlations():
     for record in records:
         for name in studies.SWEET_SPOT_PREDICTORS:
             record[name] = record["student_test_accuracy"] * (-1 if name == "nontarget_entropy" else 2)
-    correlations = studies.sweet_spot_correlations(records)
+    correlations = studies.sweet_spot_correlations(records)["student_test_accuracy"]
     assert correlations["similarity_contrast"]["pearson"] == pytest.approx(1.0)
     assert correlations["nontarget_entropy"]["spearman"] == pytest.approx(-1.0)
     assert correlations["teacher_test_accuracy"]["cells"] == 4
+    # Student minus teacher accuracy is student - 2 student = -student here: every sign flips.
+    over_teacher = studies.sweet_spot_correlations(records)["student_over_teacher"]
+    assert over_teacher["similarity_contrast"]["pearson"] == pytest.approx(-1.0)
+    assert over_teacher["nontarget_entropy"]["spearman"] == pytest.approx(1.0)
     _, _, missing = studies.grid_means(records[:4], "student_test_accuracy")
     assert missing[1, 0] == pytest.approx(0.5) and np.isnan(missing[1, 1])
 
@@ -212,6 +216,9 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
             float(row["student_test_accuracy"]) - float(row["baseline_test_accuracy"])
         )
         assert 0.0 <= float(row["nontarget_entropy"]) <= 1.0
+        assert float(row["student_over_teacher"]) == pytest.approx(
+            float(row["student_test_accuracy"]) - float(row["teacher_test_accuracy"])
+        )
     # One baseline student per seed, shared by every cell.
     assert len({row["baseline_test_accuracy"] for row in rows}) == 1
     for quantity in (
@@ -221,9 +228,11 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
         "student_test_accuracy",
     ):
         assert os.path.getsize(os.path.join(output_dir, f"sweet_spot_{quantity}.png")) > 0
-    assert os.path.getsize(os.path.join(output_dir, "sweet_spot_scatter.png")) > 0
+    for name in ("sweet_spot_scatter", "sweet_spot_scatter_over_teacher", "sweet_spot_student_over_teacher"):
+        assert os.path.getsize(os.path.join(output_dir, f"{name}.png")) > 0
     correlations = json.load(open(os.path.join(output_dir, "results.json")))["correlations"]
-    assert set(correlations) == set(studies.SWEET_SPOT_PREDICTORS)
+    assert set(correlations) == set(studies.SWEET_SPOT_OUTCOMES)
+    assert all(set(values) == set(studies.SWEET_SPOT_PREDICTORS) for values in correlations.values())
 
     # Interrupted after the teachers: a cell's record is gone; it is rebuilt from its saved teacher.
     lost = os.path.join(output_dir, "runs", "seed=0", "batch=32", "epochs=2", "record.json")
