@@ -321,6 +321,8 @@ def rescaling_factors(loss, labels, teacher_logits, student_logits, batch_size: 
     """
     import tensorflow as tf
 
+    from kd_tf.losses.base import sparse_cross_entropy
+
     teacher_logits = _check_logits("teacher_logits", teacher_logits)
     student_logits = _check_logits("student_logits", student_logits)
     if student_logits.shape != teacher_logits.shape:
@@ -340,9 +342,8 @@ def rescaling_factors(loss, labels, teacher_logits, student_logits, batch_size: 
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(batch_student)
             distillation = tf.reduce_sum(loss.per_example(batch_labels, batch_teacher, batch_student))
-            cross_entropy = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch_labels, logits=batch_student)
-            )
+            # The losses' own cross-entropy, so that plain cross-entropy gives w = 1 to the last bit.
+            cross_entropy = tf.reduce_sum(sparse_cross_entropy(batch_labels, batch_student))
         distillation_norm = tf.reduce_sum(tf.abs(tape.gradient(distillation, batch_student)), axis=-1)
         cross_entropy_norm = tf.reduce_sum(tf.abs(tape.gradient(cross_entropy, batch_student)), axis=-1)
         del tape
