@@ -198,11 +198,6 @@ def load(
         hierarchy in `class_parents`.
     """
     _check_positive_int("batch_size", batch_size)
-    if batch_size > train_examples:
-        raise ValueError(
-            "`batch_size` must not exceed `train_examples` (the last partial batch is dropped). "
-            f"Received: batch_size={batch_size}, train_examples={train_examples}"
-        )
     data = arrays(
         num_classes=num_classes,
         num_superclasses=num_superclasses,
@@ -215,18 +210,41 @@ def load(
         seed=seed,
         task_seed=task_seed,
     )
-    train = (
-        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-        .shuffle(train_examples, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
+    return splits(data, batch_size, seed)
+
+
+def splits(
+    data: SyntheticArrays,
+    batch_size: int,
+    seed: int,
+    train_count: int | None = None,
+    train_offset: int = 0,
+    examples_per_epoch: int | None = None,
+) -> Splits:
+    """The batched pipelines of `data`, training on `train_count` examples from `train_offset` (default all).
+
+    With `examples_per_epoch`, training is one endless shuffled stream and an "epoch" is that many
+    examples (a fixed step budget whatever the training-set size); otherwise an epoch is one pass.
+    """
+    train_count = len(data.x_train) - train_offset if train_count is None else train_count
+    inputs = data.x_train[train_offset : train_offset + train_count]
+    labels = data.y_train[train_offset : train_offset + train_count]
+    if batch_size > len(inputs):
+        raise ValueError(
+            "`batch_size` must not exceed `train_examples` (the last partial batch is dropped). "
+            f"Received: batch_size={batch_size}, train_examples={len(inputs)}"
+        )
+    train = tf.data.Dataset.from_tensor_slices((inputs, labels)).shuffle(
+        len(inputs), seed=seed, reshuffle_each_iteration=True
     )
+    if examples_per_epoch is not None:
+        train = train.repeat()
     return Splits(
-        train=train,
+        train=train.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
         test=_ordered(data.x_test, data.y_test, batch_size),
-        num_classes=num_classes,
-        train_examples=train_examples,
-        train_ordered=_ordered(data.x_train, data.y_train, batch_size),
+        num_classes=data.task.num_classes,
+        train_examples=examples_per_epoch or len(inputs),
+        train_ordered=_ordered(inputs, labels, batch_size),
         class_parents=data.class_parents,
         augmented=False,
         validation=_ordered(data.x_validation, data.y_validation, batch_size),

@@ -25,11 +25,10 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from data import Splits, synthetic
+from data import synthetic
 from kd_tf import analysis, experiment, losses, plots
-from kd_tf.io import atomic_write_text, read_json
+from kd_tf.io import atomic_write_text
 
 DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")
@@ -148,15 +147,13 @@ class DataEfficiencyConfig:
 
 @dataclasses.dataclass
 class _Task:
-    """One setting and seed: the arrays, the teacher and its test predictions."""
+    """One setting and seed: the arrays (the teacher's examples first, then the students' pool), the
+    teacher and its test predictions."""
 
     arrays: synthetic.SyntheticArrays
-    pool_inputs: np.ndarray
-    pool_labels: np.ndarray
     teacher: keras.Model
     teacher_record: dict
     teacher_test_predictions: np.ndarray
-    data_options: dict
 
 
 def _logits(model: keras.Model, inputs: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -185,12 +182,8 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
         **{**data_options, "train_examples": config.teacher_examples + largest}, seed=seed
     )
     keras.utils.set_random_seed(seed)  # the global seed enters tf.data's shuffle order
-    teacher_splits = _splits(
-        arrays,
-        arrays.x_train[: config.teacher_examples],
-        arrays.y_train[: config.teacher_examples],
-        config.teacher_train.batch_size,
-        seed,
+    teacher_splits = synthetic.splits(
+        arrays, config.teacher_train.batch_size, seed, train_count=config.teacher_examples
     )
     study = _teacher_study(config, data_options)
     teacher_record, teacher = experiment.train_teacher(
@@ -199,12 +192,9 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
     teacher_logits = _logits(teacher, arrays.x_test)
     return _Task(
         arrays=arrays,
-        pool_inputs=arrays.x_train[config.teacher_examples :],
-        pool_labels=arrays.y_train[config.teacher_examples :],
         teacher=teacher,
         teacher_record=teacher_record,
         teacher_test_predictions=np.argmax(teacher_logits, axis=-1),
-        data_options=data_options,
     )
 
 
@@ -228,47 +218,20 @@ def _teacher_study(config, data_options: dict) -> experiment.StudyConfig:
     )
 
 
-def _splits(
-    arrays: synthetic.SyntheticArrays, inputs, labels, batch_size: int, seed: int, **replace
-) -> Splits:
-    train = tf.data.Dataset.from_tensor_slices((inputs, labels)).shuffle(
-        len(inputs), seed=seed, reshuffle_each_iteration=True
-    )
-    if replace.get("train_examples") is not None:
-        train = train.repeat()
-    return Splits(
-        train=train.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
-        test=synthetic._ordered(arrays.x_test, arrays.y_test, batch_size),
-        num_classes=arrays.task.num_classes,
-        train_examples=replace.get("train_examples") or len(inputs),
-        class_parents=arrays.class_parents,
-        validation=synthetic._ordered(arrays.x_validation, arrays.y_validation, batch_size),
-    )
-
-
-def _fixed_budget_splits(task: _Task, size: int, batch_size: int, steps_between_checks: int, seed: int):
-    """The first `size` pool examples as an endless shuffled stream; an "epoch" is one validation interval.
-
-    Each student trains for the same number of steps whatever `size` is, so a small set is passed over
-    many times and a large one about once: the comparison is of data, not of compute.
-    """
-    return _splits(
-        task.arrays,
-        task.pool_inputs[:size],
-        task.pool_labels[:size],
-        batch_size,
-        seed,
-        train_examples=steps_between_checks * batch_size,
-    )
-
-
 def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict, directory: str) -> dict:
     method, model = cell["method"], cell["student_model"]
     steps_between_checks = config.student_steps // config.evaluations
     train_config = dataclasses.replace(config.student_train, epochs=config.evaluations)
     keras.utils.set_random_seed(cell["seed"] + 1)  # before the pipeline: the seed enters its shuffle order
-    splits = _fixed_budget_splits(
-        task, cell["train_examples"], train_config.batch_size, steps_between_checks, cell["seed"]
+    # The first n examples of the pool as an endless stream, an "epoch" being one validation interval:
+    # every student trains for the same number of steps, so the comparison is of data, not of compute.
+    splits = synthetic.splits(
+        task.arrays,
+        train_config.batch_size,
+        cell["seed"],
+        train_count=cell["train_examples"],
+        train_offset=config.teacher_examples,
+        examples_per_epoch=steps_between_checks * train_config.batch_size,
     )
     student, result, hyperparameters = experiment.distil(
         method,
@@ -314,7 +277,7 @@ def run_data_efficiency(
         cell_dir = os.path.join(
             setting_dir, cell["student_model"], cell["method"], f"n={cell['train_examples']}"
         )
-        record = _reuse(cell_dir)
+        record = experiment._reuse(cell_dir)
         if record is None:
             key = (_setting_name(setting), cell["seed"])
             if key not in tasks:
@@ -341,19 +304,11 @@ def run_data_efficiency(
 
 def _finish_cell(directory: str, record: dict) -> None:
     """Stores the cell's record, then drops its checkpoints (a finished cell is never resumed)."""
-    os.makedirs(directory, exist_ok=True)
-    atomic_write_text(os.path.join(directory, "record.json"), json.dumps(record, indent=2) + "\n")
-    for name in ("backup",):
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    experiment._store(directory, record)
+    shutil.rmtree(os.path.join(directory, "backup"), ignore_errors=True)
     for name in ("best.json", "best.npz"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            os.remove(path)
-
-
-def _reuse(directory: str) -> dict | None:
-    path = os.path.join(directory, "record.json")
-    return read_json(path) if os.path.exists(path) else None
+        if os.path.exists(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
 
 
 def learning_curve_exponent(sizes, errors) -> float | None:
@@ -670,7 +625,7 @@ def _train_sweet_spot_teachers(
 
 
 def _sweet_spot_student(config: SweetSpotConfig, splits, method: str, teacher, seed: int, directory: str):
-    record = _reuse(directory)
+    record = experiment._reuse(directory)
     if record is not None:
         return record
     _, result, hyperparameters = experiment.distil(
@@ -704,21 +659,19 @@ def run_sweet_spot(
         seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
         seed_dir = os.path.join(output_dir, "runs", f"seed={seed}")
         cell_dir = os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}")
-        record = _reuse(cell_dir)
+        record = experiment._reuse(cell_dir)
         if record is None:
             start = time.perf_counter()
             _train_sweet_spot_teachers(config, seed, batch_size, seed_dir, log)
-            keras.utils.set_random_seed(seed)
-            splits = synthetic.load(
-                **{**config.data_options, "batch_size": config.student_train.batch_size}, seed=seed
-            )
+            arrays = synthetic.arrays(**config.data_options, seed=seed)
+            keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
+            splits = synthetic.splits(arrays, config.student_train.batch_size, seed)
             baseline = _sweet_spot_student(
                 config, splits, "student", None, seed, os.path.join(seed_dir, "baseline_student")
             )
             teacher, _ = experiment.load_teacher(
                 os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes
             )
-            arrays = synthetic.arrays(**config.data_options, seed=seed)
             logits = _logits(teacher, arrays.x_test)
             information = teacher_information(
                 logits, arrays.y_test, arrays.class_parents, config.analysis_temperature

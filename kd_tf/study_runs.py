@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
-from kd_tf import studies
+from kd_tf import experiment, studies
 
 # The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
 # well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
@@ -47,13 +48,14 @@ def run(options) -> None:
     header = f"Command: `{' '.join(sys.argv)}`\n\n"
     if flag_values.mode == "data_efficiency":
         config = data_efficiency_config(options)
-        records = studies.run_data_efficiency(config, options.output_dir, header=header)
-        summary = studies.format_data_efficiency(studies.summarize_data_efficiency(records))
+        studies.run_data_efficiency(config, options.output_dir, header=header)
     else:
         config = sweet_spot_config(options)
-        records = studies.run_sweet_spot(config, options.output_dir, header=header)
-        summary = studies.format_sweet_spot(records, studies.sweet_spot_correlations(records))
-    print("\n" + summary)
+        studies.run_sweet_spot(config, options.output_dir, header=header)
+    # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
+    # which `cli.run` turns into a one-line error).
+    with open(os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN), encoding="utf-8") as handle:
+        print("\n" + handle.read())
 
 
 def _taus(options) -> list[float]:
@@ -110,36 +112,29 @@ def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
         }
     teacher_train, student_train = _train_configs(options)
     teacher_model = options.teacher_model if flag_values["teacher_model"].present else DATA_EFFICIENCY_TEACHER
-    try:
-        return studies.DataEfficiencyConfig(
-            settings=[
-                {"tau": tau, "difficulty": difficulty}
-                for tau in _taus(options)
-                for difficulty in difficulties
-            ],
-            train_sizes=grid["train_sizes"],
-            student_models=grid["student_models"],
-            methods=grid["methods"],
-            seeds=options.seeds,
-            data_options=data_options,
-            teacher_examples=grid["teacher_examples"],
-            teacher_model=teacher_model,
-            teacher_model_options=_model_options(options, "teacher", teacher_model),
-            student_model_options={
-                model: _model_options(options, "student", model) for model in grid["student_models"]
-            },
-            teacher_train=teacher_train,
-            student_train=student_train,
-            student_steps=grid["student_steps"],
-            evaluations=grid["evaluations"],
-            hyperparameters=options.hyperparameters(),
-            method_overrides=options.method_overrides,
-            precision=flag_values.precision,
-        )
-    except ValueError as error:
-        from kd_tf.cli import UserError
-
-        raise UserError(f"--mode=data_efficiency: {error}") from error
+    return studies.DataEfficiencyConfig(
+        settings=[
+            {"tau": tau, "difficulty": difficulty} for tau in _taus(options) for difficulty in difficulties
+        ],
+        train_sizes=grid["train_sizes"],
+        student_models=grid["student_models"],
+        methods=grid["methods"],
+        seeds=options.seeds,
+        data_options=data_options,
+        teacher_examples=grid["teacher_examples"],
+        teacher_model=teacher_model,
+        teacher_model_options=_model_options(options, "teacher", teacher_model),
+        student_model_options={
+            model: _model_options(options, "student", model) for model in grid["student_models"]
+        },
+        teacher_train=teacher_train,
+        student_train=student_train,
+        student_steps=grid["student_steps"],
+        evaluations=grid["evaluations"],
+        hyperparameters=options.hyperparameters(),
+        method_overrides=options.method_overrides,
+        precision=flag_values.precision,
+    )
 
 
 def sweet_spot_config(options) -> studies.SweetSpotConfig:
@@ -151,26 +146,19 @@ def sweet_spot_config(options) -> studies.SweetSpotConfig:
         batch_sizes = [int(size) for size in flag_values.teacher_batch_sizes]
         epoch_grid = [int(epochs) for epochs in flag_values.teacher_epoch_grid]
     teacher_train, student_train = _train_configs(options)
-    try:
-        return studies.SweetSpotConfig(
-            batch_sizes=batch_sizes,
-            epoch_grid=epoch_grid,
-            seeds=options.seeds
-            if flag_values["seeds"].present or flag_values.quick
-            else list(SWEET_SPOT_SEEDS),
-            data_options=data_options,
-            teacher_model=options.teacher_model,
-            teacher_model_options=_model_options(options, "teacher", options.teacher_model),
-            student_model=options.student_model,
-            student_model_options=_model_options(options, "student", options.student_model),
-            teacher_train=teacher_train,
-            student_train=student_train,
-            method=flag_values.method,
-            hyperparameters=options.hyperparameters(),
-            method_overrides=options.method_overrides,
-            precision=flag_values.precision,
-        )
-    except ValueError as error:
-        from kd_tf.cli import UserError
-
-        raise UserError(f"--mode=sweet_spot: {error}") from error
+    return studies.SweetSpotConfig(
+        batch_sizes=batch_sizes,
+        epoch_grid=epoch_grid,
+        seeds=options.seeds if flag_values["seeds"].present or flag_values.quick else list(SWEET_SPOT_SEEDS),
+        data_options=data_options,
+        teacher_model=options.teacher_model,
+        teacher_model_options=_model_options(options, "teacher", options.teacher_model),
+        student_model=options.student_model,
+        student_model_options=_model_options(options, "student", options.student_model),
+        teacher_train=teacher_train,
+        student_train=student_train,
+        method=flag_values.method,
+        hyperparameters=options.hyperparameters(),
+        method_overrides=options.method_overrides,
+        precision=flag_values.precision,
+    )

@@ -144,3 +144,34 @@ def test_load_refuses_bad_arguments_by_name(overrides, argument):
     options = dict(_SMALL, tau=0.5, train_examples=100, batch_size=10) | overrides
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: .*{argument}="):
         synthetic.load(**options)
+
+
+def _label_agreement_with_the_linear_rule(difficulty: int, tau: float) -> float:
+    linear, curved = (
+        synthetic.arrays(difficulty=d, tau=tau, task_seed=0, seed=0, validation_examples=1, test_examples=1)
+        for d in (0, difficulty)
+    )
+    return float(np.mean(linear.y_train == curved.y_train))
+
+
+def test_the_default_task_is_linear_at_difficulty_two_and_curved_at_four():
+    """What BUILD.md and RESULTS.md report about `--task_seed=0` (5,000 training examples each)."""
+    assert _label_agreement_with_the_linear_rule(2, 0.0) == 1.0
+    assert _label_agreement_with_the_linear_rule(2, 0.5) == pytest.approx(0.9994)
+    assert _label_agreement_with_the_linear_rule(2, 0.9) == pytest.approx(0.9442)
+    assert _label_agreement_with_the_linear_rule(3, 0.0) == pytest.approx(0.5832)
+    assert _label_agreement_with_the_linear_rule(4, 0.0) == pytest.approx(0.4406)
+
+
+def test_splits_take_a_slice_and_an_endless_stream():
+    data = synthetic.arrays(**_SMALL, tau=0.5, train_examples=100)
+    splits = synthetic.splits(data, 10, seed=1, train_count=30, train_offset=50, examples_per_epoch=70)
+    assert splits.train_examples == 70
+    ordered = np.concatenate([inputs for inputs, _ in splits.train_ordered.as_numpy_iterator()])
+    np.testing.assert_array_equal(ordered, data.x_train[50:80])
+    # Endless: more batches than the slice holds, each drawn from it.
+    batches = list(splits.train.take(10).as_numpy_iterator())
+    seen = {tuple(row) for inputs, _ in batches for row in inputs}
+    assert len(batches) == 10 and seen <= {tuple(row) for row in data.x_train[50:80]}
+    with pytest.raises(ValueError, match="`batch_size` must not exceed `train_examples`"):
+        synthetic.splits(data, 40, seed=1, train_count=30)
