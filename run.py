@@ -38,7 +38,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "runs/synthetic_table1", "Where results, checkpoints and figures go."
 )
 _TEACHER_DIR = flags.DEFINE_string("teacher_dir", None, "A --mode=teacher output directory (--mode=student).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the results already in --output_dir.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace the results already in --output_dir. The new run trains beside them (<output_dir>/.overwrite) "
+    "and replaces them only when it has finished; interrupted, it resumes when run again with --overwrite.",
+)
 _SEEDS = flags.DEFINE_list(
     "seeds", ["0"], "Random seeds; a table reports mean ± std over them (--mode=sweet_spot: default 0,1,2)."
 )
@@ -55,10 +60,11 @@ _REL_TARGET = flags.DEFINE_float("rel_target", 0.6, "KD-rel's a.", lower_bound=0
 _REL_SIBLING = flags.DEFINE_float("rel_sibling", 0.03, "KD-rel's b.", lower_bound=0, upper_bound=1)
 _METHOD_OVERRIDES = flags.DEFINE_string(
     "method_overrides",
-    "kd_pt:temperature=1,alpha=0.3;kd_sim:temperature=1,alpha=0.3;kd_pt_sim:temperature=1,alpha=0.3;"
-    "kd_rel:temperature=1,alpha=0.1;kd_pt_rel:temperature=1,alpha=0.3",
-    "Per-method hyperparameters for --mode=table, e.g. "
-    "'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'.",
+    "",
+    "Per-method hyperparameters, e.g. 'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'. Precedence, "
+    "per method and value: this flag > a hyperparameter flag you set (command line or flagfile) > the "
+    "dataset's preset (--dataset=synthetic: T=1 and a tuned alpha for kd_pt, kd_sim, kd_pt_sim, kd_rel, "
+    "kd_pt_rel) > the flag's default. Every run records the values it trained with.",
 )
 _TEACHER_LABEL_SMOOTHING = flags.DEFINE_float(
     "teacher_label_smoothing",
@@ -302,6 +308,11 @@ def main(argv):
         logging.error("%s", error)
         print(f"\nError: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if _VERBOSE.value:
+            raise
+        print("\nInterrupted; run the same command again to resume.", file=sys.stderr, flush=True)
+        sys.exit(130)
     print(f"Done in {time.perf_counter() - start:.0f} s.")
 
 

@@ -11,8 +11,22 @@ import keras
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, losses, runtime
+from kd_tf import experiment, losses, outputs, runtime
+from kd_tf.checkpoint import DirectoryInUseError
 from kd_tf.io import atomic_write_text
+
+# Tuned per-method values of a dataset, applied to every flag the user did not set (`_resolve_overrides`).
+# The synthetic study's come from the validation search in BUILD.md ("Method hyperparameters"); the other
+# datasets' recipes live in their flagfiles (configs/).
+PRESETS = {
+    "synthetic": {
+        "kd_pt": {"temperature": 1.0, "alpha": 0.3},
+        "kd_sim": {"temperature": 1.0, "alpha": 0.3},
+        "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
+        "kd_rel": {"temperature": 1.0, "alpha": 0.1},
+        "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
+    }
+}
 
 # Default teacher and student architectures per dataset (the paper's pairs).
 DEFAULT_MODELS = {
@@ -23,6 +37,7 @@ DEFAULT_MODELS = {
     "ptb": ("awd_lstm", "awd_lstm"),
 }
 HIERARCHIES = ("synthetic", "cifar100")
+WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot")
 KNOWN_CLASSES = {"cifar100": 100, "digits": 10, "imagenet": 1000}
 NEEDS_DATA_DIR = ("imagenet", "ptb")
 SWEEPS = ("data_efficiency", "sweet_spot")
@@ -33,7 +48,12 @@ class UserError(Exception):
 
 
 def run(flag_values) -> None:
-    """Checks the flags, then runs `--mode`."""
+    """Checks the flags, then runs `--mode`.
+
+    Every check runs before anything is written or removed. A mode that writes results then holds
+    `--output_dir` for its whole run (`outputs.claim`): a second run into it is refused, and finished results
+    that `--overwrite` replaces stay in place until the new ones are complete.
+    """
     options = _Options(flag_values)
     options.check()
     if flag_values.deterministic:
@@ -44,6 +64,20 @@ def run(flag_values) -> None:
         strategy = runtime.make_strategy(flag_values.strategy, flag_values.tpu)
     except (ValueError, tf.errors.OpError) as error:
         raise UserError(f"--strategy={flag_values.strategy}: {error}") from error
+    if flag_values.mode not in WRITING_MODES:
+        return _run_mode(options, strategy)
+    try:
+        with outputs.claim(options.output_dir, replace=options.replaces_results) as work_dir:
+            options.output_dir = work_dir
+            _run_mode(options, strategy)
+    except DirectoryInUseError as error:
+        raise UserError(str(error)) from error
+    finally:
+        options.output_dir = options.final_output_dir
+
+
+def _run_mode(options: _Options, strategy) -> None:
+    flag_values = options.flags
     with strategy.scope():
         try:
             if options.dataset == "ptb":
@@ -83,7 +117,8 @@ class _Options:
         self.student_model = (
             flag_values.student_model if _was_set(flag_values, "student_model") else student_model
         )
-        self.output_dir = flag_values.output_dir
+        self.output_dir = self.final_output_dir = flag_values.output_dir
+        self.replaces_results = False  # set by `check`
         self.methods = list(flag_values.methods)
         if self.dataset not in HIERARCHIES and not _was_set(flag_values, "methods"):
             self.methods = [m for m in self.methods if m not in losses.NEEDS_CLASS_PARENTS]
@@ -91,11 +126,43 @@ class _Options:
             from kd_tf import studies
 
             self.methods = list(studies.DATA_EFFICIENCY_METHODS)
+        self.explicit_overrides = _parse_overrides(flag_values.method_overrides)
+        self.method_overrides = self._resolve_overrides()
+
+    def _resolve_overrides(self) -> dict:
+        """Per-method values that replace the global flags, by the one precedence rule (BUILD.md):
+
+        an explicit `--method_overrides` value > a flag the user set > the dataset's preset > a flag default.
+        So a preset value (`PRESETS`) applies only where the user set neither the flag nor an override.
+        """
+        preset = PRESETS.get(self.dataset, {})
+        resolved = {}
+        for method in losses.NAMES:
+            values = {
+                name: value
+                for name, value in preset.get(method, {}).items()
+                if not _was_set(self.flags, name)
+            }
+            values.update(self.explicit_overrides.get(method, {}))
+            if values:
+                resolved[method] = values
+        return resolved
+
+    def trained_methods(self) -> list[str]:
+        """The methods this mode builds a loss for: the only ones whose values are checked."""
+        mode = self.flags.mode
+        if mode in ("student", "sweet_spot"):
+            return [self.flags.method]
+        if mode == "table" or mode == "data_efficiency":
+            return list(self.methods)
+        if mode == "analyze" and self.flags.topk_sweep:
+            return ["kd_topk"]
+        return []  # teacher: no method; analyze: reads finished runs
 
     def check(self) -> None:
         """Every check that needs more than one flag or the disk; raises `UserError` before any work."""
         flag_values = self.flags
-        methods = [flag_values.method] if flag_values.mode in ("student", "sweet_spot") else self.methods
+        methods = self.trained_methods()
         if flag_values.mode in SWEEPS:
             self._check_sweep()
         if self.dataset not in HIERARCHIES:
@@ -114,19 +181,19 @@ class _Options:
                 raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
-        if flag_values.mode in ("table", "teacher", "student", *SWEEPS):
-            self._check_output_dir()
         if flag_values.mode == "student":
+            if not os.path.isdir(flag_values.teacher_dir):
+                raise UserError(
+                    f"--teacher_dir={flag_values.teacher_dir} is not a directory; give a --mode=teacher "
+                    "--output_dir."
+                )
             teacher_info = os.path.join(flag_values.teacher_dir, experiment.TEACHER_INFO)
             if not os.path.exists(teacher_info):
                 raise UserError(
                     f"--teacher_dir={flag_values.teacher_dir} holds no trained teacher "
                     f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
                 )
-        self.method_overrides = _parse_overrides(flag_values.method_overrides)
-        if flag_values.mode == "analyze":
-            return
-        for method, values in self.method_overrides.items():
+        for method, values in self.explicit_overrides.items():
             if method not in methods:
                 continue
             # Building the loss once checks every value; the class vectors and hierarchy are stand-ins.
@@ -147,6 +214,9 @@ class _Options:
                     )
         except ValueError as error:
             raise UserError(f"--method={method}: {error}") from error
+        # Last, after every other check: nothing on disk is touched by a refused command.
+        if flag_values.mode in WRITING_MODES:
+            self._check_output_dir()
 
     def _check_sweep(self) -> None:
         flag_values = self.flags
@@ -180,25 +250,31 @@ class _Options:
             )
 
     def _check_output_dir(self) -> None:
+        """Refuses an `--output_dir` that is a file, or that holds results not to be replaced; removes nothing
+        (`--overwrite` replaces the results only once the new run has finished, see `outputs.claim`)."""
+        try:
+            outputs.check_path(self.output_dir)
+        except ValueError as error:
+            raise UserError(str(error)) from error
         existing = [
             name
             for name in (experiment.RESULTS_JSON, experiment.TEACHER_INFO)
             if os.path.exists(os.path.join(self.output_dir, name))
         ]
+        pending = outputs.unfinished_replacement(self.output_dir)
         if existing and not self.flags.overwrite:
+            resume = (
+                f" An --overwrite run into it was interrupted (its work is in {outputs.STAGING}/): pass "
+                "--overwrite again to resume it."
+                if pending
+                else ""
+            )
             raise UserError(
                 f"--output_dir={self.output_dir} already holds results ({', '.join(existing)}). Pass "
                 "--overwrite to replace them, or choose another --output_dir. (An interrupted run resumes "
-                "by itself: it has no results file yet.)"
+                f"by itself: it has no results file yet.){resume}"
             )
-        if existing and self.flags.overwrite:
-            for name in existing:
-                os.remove(os.path.join(self.output_dir, name))
-            runs = os.path.join(self.output_dir, "runs")
-            if os.path.isdir(runs):
-                import shutil
-
-                shutil.rmtree(runs)
+        self.replaces_results = bool(existing) or pending
 
     def class_parents_shape(self):
         """A hierarchy with the run's shape (classes per parent), for checking KD-rel's a and b early."""

@@ -16,6 +16,7 @@ import numpy as np
 import data as datasets
 import models
 from kd_tf import losses, runtime
+from kd_tf.checkpoint import EpochCheckpoint
 from kd_tf.distiller import Distiller, class_vectors
 from kd_tf.io import atomic_write_text, read_json  # noqa: F401 (read_json is re-exported)
 from kd_tf.schedules import make_learning_rate
@@ -105,6 +106,7 @@ class BestValidation(keras.callbacks.Callback):
             self.best_accuracy, self.best_epoch = float(accuracy), epoch
             self.best_weights = [np.array(w) for w in self.model_to_keep.get_weights()]
             if self.state_path:
+                os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
                 temporary = self.state_path + ".tmp.npz"
                 np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
                 os.replace(temporary, self.state_path + ".npz")
@@ -113,6 +115,13 @@ class BestValidation(keras.callbacks.Callback):
                 self.state_path + ".json",
                 json.dumps({"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}),
             )
+
+    @staticmethod
+    def forget(state_path: str) -> None:
+        """Removes a stored best-so-far (its epoch's checkpoint is gone, so a new run must not inherit it)."""
+        for suffix in (".json", ".npz"):
+            if os.path.exists(state_path + suffix):
+                os.remove(state_path + suffix)
 
     def restore(self):
         if self.best_weights is not None:
@@ -144,13 +153,19 @@ def train(
         # More steps per call than an epoch has would run past the epoch's end.
         steps_per_execution=max(1, min(config.steps_per_execution, steps_per_epoch)),
     )
-    best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
-    all_callbacks = [StopOnNonFiniteLoss(), best, *callbacks]
     finished_epochs = 0
+    checkpoint = None
     if run_dir:
-        backup_dir = os.path.join(run_dir, "backup")
-        all_callbacks.insert(1, keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
-        finished_epochs = _finished_epochs(backup_dir)
+        checkpoint = EpochCheckpoint(os.path.join(run_dir, "backup"))
+        finished_epochs = checkpoint.restorable_epoch()
+        if finished_epochs:
+            print(f"Resuming from epoch {finished_epochs} ({checkpoint.directory}).", flush=True)
+        else:
+            BestValidation.forget(os.path.join(run_dir, "best"))  # a fresh start keeps no stale best
+    best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
+    # The best-so-far is stored before the epoch's checkpoint: a kill between the two reruns that epoch,
+    # which finds the same best again, instead of resuming past an epoch whose best was never stored.
+    all_callbacks = [StopOnNonFiniteLoss(), best, *([checkpoint] if checkpoint else []), *callbacks]
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
     train_stream = splits.train.repeat().skip(finished_epochs * steps_per_epoch)
@@ -160,6 +175,7 @@ def train(
         train_stream,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
+        initial_epoch=finished_epochs,
         epochs=config.epochs,
         callbacks=all_callbacks,
         verbose=config.verbose,
@@ -202,11 +218,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"During epoch {epoch + 1}, {' and '.join(bad)}; training stopped, and the checkpoint of "
                 f"epoch {epoch} is kept. Lower --learning_rate, or check the inputs and the teacher for NaNs."
             )
-
-
-def _finished_epochs(backup_dir: str) -> int:
-    path = os.path.join(backup_dir, "training_metadata.json")
-    return int(read_json(path).get("epoch", 0)) if os.path.exists(path) else 0
 
 
 def method_loss(method: str, hyperparameters: dict, teacher: keras.Model | None, splits: datasets.Splits):
@@ -252,12 +263,40 @@ def method_hyperparameters(method: str, values: dict) -> dict:
     return {name: values[name] for name in accepted if name in values}
 
 
+def save_model(model: keras.Model, path: str) -> None:
+    """`model.save(path)` through a temporary name and a rename: `path` is whole or absent, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def load_model(path: str) -> keras.Model:
+    """Loads a `.keras` file in safe mode, or raises `SavedModelError` naming the file and what is wrong."""
+    if not os.path.isfile(path):
+        raise SavedModelError(f"{path} does not exist.")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # zipfile, h5py, JSON and Keras all raise their own kinds
+        raise SavedModelError(
+            f"{path} could not be loaded as a Keras model ({type(error).__name__}: {error}). The file is "
+            "damaged, truncated or not a `.keras` file; train it again (rerun its --mode=teacher command "
+            "with --overwrite) or point to another directory."
+        ) from error
+
+
+class SavedModelError(ValueError):
+    """A saved model file is missing, damaged or not a Keras file."""
+
+
 def save_teacher(teacher: keras.Model, directory: str, info: dict) -> None:
     """Writes the teacher as a `.keras` file beside a JSON of what it was trained on."""
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, "teacher.tmp.keras")
-    teacher.save(temporary)
-    os.replace(temporary, os.path.join(directory, TEACHER_FILE))
+    save_model(teacher, os.path.join(directory, TEACHER_FILE))
     atomic_write_text(os.path.join(directory, TEACHER_INFO), json.dumps(info, indent=2, sort_keys=True))
 
 
@@ -299,7 +338,7 @@ def load_teacher(directory: str, dataset: str, num_classes: int, data_options: d
             raise TeacherMismatchError(
                 f"The teacher in `teacher_dir` {directory!r} was trained on other data ({details})."
             )
-    teacher = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    teacher = load_model(model_path)
     teacher.trainable = False
     return teacher, info
 
@@ -448,7 +487,7 @@ def train_student(study, splits, data_options, seed, method, teacher, teacher_re
         seed=seed,
         run_dir=directory,
     )
-    student.save(os.path.join(directory, "student.keras"))
+    save_model(student, os.path.join(directory, "student.keras"))
     record = _record(study, "student", method, seed, data_options, result, hyperparameters)
     record["teacher_test_accuracy"] = teacher_record.get("test_accuracy")
     _store(directory, record)

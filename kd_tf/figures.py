@@ -172,7 +172,7 @@ def load_student(directory: str) -> tuple[keras.Model, dict]:
     """A student saved by the table runner (`student.keras`, safe mode) and its `record.json`."""
     record = read_json(os.path.join(directory, "record.json"))
     _import_model_module(record.get("model"))
-    student = keras.saving.load_model(os.path.join(directory, "student.keras"), safe_mode=True, compile=False)
+    student = experiment.load_model(os.path.join(directory, "student.keras"))
     return student, record
 
 

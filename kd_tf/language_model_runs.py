@@ -89,7 +89,7 @@ def run(options) -> None:
         }
         experiment.save_teacher(model, output_dir, info)
     else:
-        model.save(os.path.join(output_dir, "student.keras"))
+        experiment.save_model(model, os.path.join(output_dir, "student.keras"))
     atomic_write_text(
         os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
     )

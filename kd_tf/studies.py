@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from data import synthetic
-from kd_tf import analysis, experiment, losses, plots
+from kd_tf import analysis, checkpoint, experiment, losses, plots
 from kd_tf.io import atomic_write_text
 
 DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
@@ -580,7 +580,7 @@ def _train_sweet_spot_teachers(
     if all(os.path.exists(os.path.join(path, experiment.TEACHER_INFO)) for path in paths.values()):
         return
     run_dir = os.path.join(seed_dir, f"batch={batch_size}", "training")
-    finished = experiment._finished_epochs(os.path.join(run_dir, "backup"))
+    finished = checkpoint.finished_epochs(os.path.join(run_dir, "backup"))
     if any(
         epochs <= finished and not os.path.exists(os.path.join(path, experiment.TEACHER_INFO))
         for epochs, path in paths.items()

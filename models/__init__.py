@@ -23,6 +23,16 @@ _BUILDERS = {
 NAMES = tuple(_BUILDERS)
 
 
+def register_all() -> None:
+    """Imports every builder module, which registers its custom layers and models with Keras' saving.
+
+    A saved model names its classes (`kd_tf>CosineLogits`); `keras.saving.load_model` finds them only once the
+    module defining them has run. `import kd_tf` calls this, so a model saved by any run loads in a new process.
+    """
+    for module_name in sorted({module_name for module_name, _ in _BUILDERS.values()}):
+        importlib.import_module(module_name)
+
+
 def builder(name: str):
     """Returns the builder function registered under `name`."""
     if name not in _BUILDERS:

@@ -58,7 +58,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
     reference, reference_weights = train_kd(str(tmp_path / "whole"))
     with pytest.raises(KeyboardInterrupt):
         train_kd(str(tmp_path / "resumed"), callbacks=[Interrupt(epoch=1)])
-    metadata = json.load(open(tmp_path / "resumed" / "backup" / "training_metadata.json"))
+    metadata = json.load(open(tmp_path / "resumed" / "backup" / "latest.json"))
     assert metadata["epoch"] == 2
     resumed, resumed_weights = train_kd(str(tmp_path / "resumed"))
     for expected, actual in zip(reference_weights, resumed_weights, strict=True):
@@ -134,5 +134,5 @@ def test_a_non_finite_loss_stops_the_run_naming_the_term_and_keeps_the_last_chec
             run_dir=str(tmp_path),
             callbacks=[Poison()],
         )
-    metadata = json.load(open(tmp_path / "backup" / "training_metadata.json"))
+    metadata = json.load(open(tmp_path / "backup" / "latest.json"))
     assert metadata["epoch"] == 1  # the good first epoch's checkpoint

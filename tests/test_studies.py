@@ -262,8 +262,8 @@ def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained
     # A checkpoint says two epochs are done, but no snapshot was written.
     backup = os.path.join(seed_dir, "batch=32", "training", "backup")
     os.makedirs(backup)
-    with open(os.path.join(backup, "training_metadata.json"), "w") as handle:
-        json.dump({"epoch": 2}, handle)
+    with open(os.path.join(backup, "latest.json"), "w") as handle:
+        json.dump({"epoch": 2, "weights": "epoch-00002.weights.h5"}, handle)
     studies._train_sweet_spot_teachers(config, 0, 32, seed_dir, log=lambda line: None)
     for epochs in config.epoch_grid:
         info = json.load(

@@ -1,0 +1,100 @@
+"""A run's output directory: one run at a time, and earlier results kept until new ones replace them.
+
+`claim(path, replace=...)` locks the directory for the life of the run. A run that replaces finished results
+(`--overwrite`) trains in `<path>/.overwrite/` beside them; only when it has finished are the old entries moved
+aside, the new ones moved in, and the old ones removed. So a refused, failed, interrupted or killed
+overwriting run leaves the earlier results where they were, and running the same command again resumes the
+replacement from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+
+from kd_tf.checkpoint import DirectoryLock
+
+STAGING = ".overwrite"  # a replacement being built
+REPLACED = ".replaced"  # old entries during the swap, removed right after it
+_OWN = (DirectoryLock.NAME, STAGING, REPLACED)
+
+
+def check_path(path: str, flag: str = "--output_dir") -> None:
+    """Raises `ValueError` when `path` cannot be a directory (it is a file, or lies under one)."""
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise ValueError(f"{flag}={path} cannot be a directory: {probe} is a file. Choose another {flag}.")
+
+
+def unfinished_replacement(path: str) -> bool:
+    """Whether an `--overwrite` run into `path` was started and has not finished."""
+    return os.path.isdir(os.path.join(path, STAGING))
+
+
+@contextlib.contextmanager
+def claim(path: str, replace: bool) -> Iterator[str]:
+    """Locks `path` and yields the directory the run writes into (`path`, or its staging area to replace).
+
+    The lock is taken before anything is changed: a second run into a directory that a live run holds gets
+    `checkpoint.DirectoryInUseError` and touches nothing. On a normal exit with `replace`, the staged results
+    replace the old ones; on an exception the old results stay and the staged work is kept for a resume.
+    """
+    with DirectoryLock(path):
+        _finish_interrupted_swap(path)
+        if not replace:
+            yield path
+            return
+        staging = os.path.join(path, STAGING)
+        os.makedirs(staging, exist_ok=True)
+        yield staging
+        _swap(path, staging)
+
+
+_MOVED_ASIDE = ".all-moved-aside"  # marks the end of the swap's first half
+
+
+def _swap(path: str, staging: str) -> None:
+    """Old entries into `.replaced/`, then the staged ones in, then `.replaced/` removed.
+
+    Each step is a rename; a kill anywhere is completed by `_finish_interrupted_swap` on the next claim.
+    """
+    replaced = os.path.join(path, REPLACED)
+    os.makedirs(replaced, exist_ok=True)
+    _move_aside(path, replaced)
+    _move_in(path, staging)
+    shutil.rmtree(replaced)
+
+
+def _move_aside(path: str, replaced: str) -> None:
+    for name in os.listdir(path):
+        if name not in _OWN:
+            os.replace(os.path.join(path, name), os.path.join(replaced, name))
+    open(os.path.join(replaced, _MOVED_ASIDE), "w").close()
+
+
+def _move_in(path: str, staging: str) -> None:
+    for name in os.listdir(staging):
+        target = os.path.join(path, name)
+        if not os.path.exists(target):
+            os.replace(os.path.join(staging, name), target)
+    shutil.rmtree(staging)
+
+
+def _finish_interrupted_swap(path: str) -> None:
+    """Completes a swap that a kill stopped half-way (the new results were all finished by then)."""
+    replaced = os.path.join(path, REPLACED)
+    if not os.path.isdir(replaced):
+        return
+    staging = os.path.join(path, STAGING)
+    if os.path.isdir(staging):
+        if not os.path.exists(os.path.join(replaced, _MOVED_ASIDE)):
+            _move_aside(path, replaced)  # the kill came while old entries were moved aside
+        _move_in(path, staging)
+    shutil.rmtree(replaced)

@@ -1,0 +1,81 @@
+"""Runs `python run.py` the way a user does: a fresh interpreter per command, output captured."""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "run.py")
+
+# The tiny synthetic preset of `runner.TINY_SYNTHETIC`, with 8 classes in 2 super-classes: KD-rel's default
+# a and b do not fit it, so a mode that checked methods it does not train would refuse these flags.
+TINY = [
+    "--num_classes=8",
+    "--num_superclasses=2",
+    "--dim=16",
+    "--difficulty=1",
+    "--train_examples=256",
+    "--validation_examples=128",
+    "--test_examples=128",
+    "--batch_size=64",
+    "--epochs=2",
+    "--teacher_epochs=2",
+    "--teacher_width=16",
+    "--student_width=4",
+    "--taus=0.8",
+    "--progress=none",
+    "--jit_compile=false",
+]
+
+
+def environment() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def run_cli(argv, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+    """`python run.py argv...` in `cwd`; returns the finished process (stdout and stderr as text)."""
+    return subprocess.run(
+        [sys.executable, RUN, *argv],
+        cwd=cwd,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_cli(argv, cwd=ROOT, log_path=None) -> subprocess.Popen:
+    """Starts `python run.py argv...` without waiting; its output goes to `log_path` (or is dropped)."""
+    output = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, RUN, *argv],
+        cwd=cwd,
+        env=environment(),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout=120.0, process=None) -> None:
+    """Polls `predicate` until it holds; fails on timeout or when `process` ends first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (exit {process.returncode}) before the awaited state")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def check_ok(completed: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert completed.returncode == 0, (
+        f"exit {completed.returncode}\n--- stdout\n{completed.stdout[-3000:]}\n"
+        f"--- stderr\n{completed.stderr[-5000:]}"
+    )
+    return completed
