@@ -35,7 +35,11 @@ _DATA_DIR = flags.DEFINE_string(
 _METHOD = flags.DEFINE_enum("method", "kd", losses.NAMES, "Method of --mode=student.")
 _METHODS = flags.DEFINE_list("methods", list(losses.NAMES), "Methods of --mode=table.")
 _OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "runs/synthetic_table1", "Where results, checkpoints and figures go."
+    "output_dir",
+    None,
+    "Where results, checkpoints and figures go. Default per mode: runs/synthetic_table1 (the synthetic table, "
+    "and what --mode=analyze reads), runs/DATASET_table, runs/DATASET_teacher, runs/DATASET_METHOD (student), "
+    "runs/data_efficiency, runs/sweet_spot.",
 )
 _TEACHER_DIR = flags.DEFINE_string("teacher_dir", None, "A --mode=teacher output directory (--mode=student).")
 _OVERWRITE = flags.DEFINE_bool(
@@ -166,6 +170,23 @@ _IMAGENET_SOURCE = flags.DEFINE_enum(
 )
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "ImageNet image size.", lower_bound=8)
 _AUGMENT = flags.DEFINE_bool("augment", True, "Image datasets: random training augmentation.")
+_COLOR_AUGMENT = flags.DEFINE_bool(
+    "color_augment",
+    True,
+    "CIFAR-100: random brightness, saturation and contrast in the augmentation (the paper's).",
+)
+_CROP_PADDING = flags.DEFINE_integer(
+    "crop_padding",
+    2,
+    "CIFAR-100: zero padding before the random 32x32 crop: 2 (36x36, the legacy code) or 4 (TF2's).",
+    lower_bound=0,
+)
+_IMAGENET_RESIZE = flags.DEFINE_enum(
+    "imagenet_resize",
+    "tf1_bicubic",
+    ["tf1_bicubic", "bicubic"],
+    "ImageNet: tf1_bicubic = the TPU code's tf.compat.v1.image.resize_bicubic; bicubic = TF2's tf.image.resize.",
+)
 
 # Language model (PTB, AWD-LSTM; paper §5.3). The sizes are the trained model's: the teacher's in
 # --mode=teacher, the student's in --mode=student.

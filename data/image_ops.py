@@ -7,17 +7,19 @@ import tensorflow as tf
 
 from data import Splits
 
-# Colour jitter of the TF CIFAR input code (left commented out there; the paper turned it on). The legacy
-# code applied `max_delta=63/255` to pixels on a 0..255 scale, where it does next to nothing; here images are
-# on 0..1 when it is applied, so the shift is the intended 63 grey levels.
+# Colour jitter of the TF legacy CIFAR input code (`research/resnet/cifar_input.py`: written there, commented
+# out; the paper turned it on), with its constants. That code casts the uint8 image to float32 on the 0..255
+# scale and applies the jitter there, without clipping, right before `per_image_standardization`; so does
+# `train_transform`. On that scale the standardisation cancels the brightness shift exactly (a constant) and
+# the contrast change almost (it is per channel): in effect only saturation changes the standardised image.
 BRIGHTNESS_MAX_DELTA = 63 / 255
 SATURATION_RANGE = (0.5, 1.5)
 CONTRAST_RANGE = (0.2, 1.8)
 
 
-def to_unit_range(image: tf.Tensor) -> tf.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-    return tf.image.convert_image_dtype(image, tf.float32)
+def to_float(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 on the same 0..255 scale (the legacy code's `tf.cast`)."""
+    return tf.cast(image, tf.float32)
 
 
 def standardize(image: tf.Tensor) -> tf.Tensor:
@@ -33,13 +35,14 @@ def pad_and_random_crop(image: tf.Tensor, padding: int, seed: tf.Tensor) -> tf.T
 
 
 def random_color(image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
-    """Random brightness, saturation, contrast (in that order, as in the TF CIFAR code) on a [0, 1] image.
+    """Random brightness, saturation, contrast, in the legacy code's order, on a 0..255 float image, unclipped.
 
-    `seeds` is a `[3, 2]` tensor, one stateless seed per operation.
+    `seeds` is a `[3, 2]` tensor, one stateless seed per operation. Each operation draws one factor per
+    image: a shift `δ ~ U(-63/255, 63/255)` added to every value, a saturation factor `U(0.5, 1.5)` applied
+    in HSV (saturation clipped to [0, 1] there, as `tf.image.adjust_saturation` does), a contrast factor
+    `U(0.2, 1.8)` scaling each channel's deviation from its mean.
     """
     image = tf.image.stateless_random_brightness(image, BRIGHTNESS_MAX_DELTA, seed=seeds[0])
-    # Saturation goes through HSV, which expects values in [0, 1].
-    image = tf.clip_by_value(image, 0.0, 1.0)
     image = tf.image.stateless_random_saturation(image, *SATURATION_RANGE, seed=seeds[1])
     return tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seed=seeds[2])
 
@@ -54,6 +57,9 @@ def train_transform(
 ) -> tf.Tensor:
     """Augments one uint8 image and standardises it: pad-and-crop, flip, colour jitter, standardisation.
 
+    The order and scale of the legacy CIFAR input code: float32 on 0..255, zero padding (black), crop, flip,
+    jitter without clipping, `per_image_standardization`.
+
     Args:
         image: `[height, width, 3]` uint8.
         seed: `[2]` int64 stateless seed; the same seed gives the same augmentation.
@@ -62,7 +68,7 @@ def train_transform(
         color_augment: whether to apply random brightness, saturation and contrast.
     """
     crop_seed, flip_seed, *color_seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=5))
-    image = to_unit_range(image)
+    image = to_float(image)
     if padding:
         image = pad_and_random_crop(image, padding, crop_seed)
     if flip:
@@ -74,7 +80,7 @@ def train_transform(
 
 def eval_transform(image: tf.Tensor) -> tf.Tensor:
     """Standardises one uint8 image, no augmentation."""
-    return standardize(to_unit_range(image))
+    return standardize(to_float(image))
 
 
 def _augmented_batches(

@@ -16,6 +16,10 @@ STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The TPU code takes a 224-pixel crop out of a 256-pixel shorter side: 224 / (224 + 32) = 0.875.
 CENTER_CROP_FRACTION = 0.875
 SOURCES = ("tfrecord", "tfds")
+# "tf1_bicubic": the TPU code's TF1 `tf.image.resize_bicubic` (legacy pixel centres, cubic a = -0.75), which
+# `tf.compat.v1.image.resize_bicubic` still computes; "bicubic": TF2's `tf.image.resize(..., "bicubic")`
+# (half-pixel centres, Keys a = -0.5), a slightly different image.
+RESIZE_METHODS = ("tf1_bicubic", "bicubic")
 DTYPES = ("float32", "bfloat16")
 
 _TFRECORD_PATTERNS = {"train": "train-*", "eval": "validation-*"}
@@ -40,12 +44,13 @@ def load(
     seed: int = 0,
     dtype: str = "float32",
     input_context: tf.distribute.InputContext | None = None,
-    cycle_length: int = 16,
-    shuffle_buffer: int = 10_000,
+    cycle_length: int = 64,
+    shuffle_buffer: int = 16_384,
     train_examples: int | None = None,
     deterministic: bool = False,
     center_crop_fraction: float = CENTER_CROP_FRACTION,
     drop_eval_remainder: bool = False,
+    resize: str = "tf1_bicubic",
     **unused,
 ) -> Splits:
     """Returns ImageNet's training and validation pipelines (the paper reports on validation).
@@ -53,7 +58,7 @@ def load(
     Training reads the shards in a shuffled order through `cycle_length` parallel readers, shuffles
     serialized examples in a `shuffle_buffer`, then takes a random crop of the JPEG before decoding it
     (`sample_distorted_bounding_box`: at least 10% of the image, aspect ratio 3/4..4/3, 8%..100% of the
-    area, 10 attempts, the centre crop when every attempt fails), resizes it bicubically to `image_size`
+    area, 10 attempts, the centre crop when every attempt fails), resizes it bicubically (TF1's `resize_bicubic`) to `image_size`
     squared and flips it left-right with probability 1/2. Evaluation decodes the centre square of
     `center_crop_fraction` times the shorter side and resizes it bicubically. Both subtract the ImageNet
     channel means and divide by the channel standard deviations (on 0..255 pixels). The random crop and
@@ -80,6 +85,7 @@ def load(
         deterministic: keep the order of parallel reads and maps fixed (slower) instead of taking whichever
             element is ready first.
         center_crop_fraction: evaluation crop as a fraction of the shorter side.
+        resize: the bicubic resize, one of `RESIZE_METHODS` (default: the TPU code's TF1 resize).
         drop_eval_remainder: drop the last partial evaluation batch, for accelerators that need every batch
             the same shape (the TPU code evaluated 49,152 of the 50,000 images at batch 1024).
         **unused: options meant for other datasets, ignored.
@@ -105,6 +111,8 @@ def load(
         _check_positive_int(argument, value)
     if train_examples is not None:
         _check_positive_int("train_examples", train_examples)
+    if resize not in RESIZE_METHODS:
+        raise ValueError(f"`resize` must be one of {RESIZE_METHODS}. Received: resize={resize!r}")
     if not 0 < center_crop_fraction <= 1:
         raise ValueError(
             "`center_crop_fraction` must be in (0, 1]. "
@@ -123,7 +131,7 @@ def load(
     def evaluation_batches(examples, drop_remainder):
         images = examples.map(
             lambda image_bytes, label: (
-                _cast(_eval_image(image_bytes, image_size, center_crop_fraction), dtype),
+                _cast(_eval_image(image_bytes, image_size, center_crop_fraction, resize), dtype),
                 label,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -136,7 +144,7 @@ def load(
     augmentation_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     train = tf.data.Dataset.zip(train, augmentation_seeds).map(
         lambda example, example_seed: (
-            _cast(_train_image(example[0], image_size, example_seed), dtype),
+            _cast(_train_image(example[0], image_size, example_seed, resize), dtype),
             example[1],
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -241,7 +249,7 @@ def _tfds_examples(data_dir, split, training, seed, input_context, cycle_length,
     )
 
 
-def _train_image(image_bytes, image_size, example_seed):
+def _train_image(image_bytes, image_size, example_seed, resize="tf1_bicubic"):
     """Random-area crop of the JPEG, decoded, bicubically resized and randomly flipped; normalised."""
     image_shape = tf.image.extract_jpeg_shape(image_bytes)
     crop_seed = tf.stack([example_seed, 0])
@@ -259,21 +267,24 @@ def _train_image(image_bytes, image_size, example_seed):
     sampled_window = tf.stack([crop_begin[0], crop_begin[1], crop_size[0], crop_size[1]])
     # After 10 failed attempts the sampler returns the whole image; the TPU code then takes the
     # evaluation crop instead, detected the same way (crop size equals image size).
-    sampling_failed = tf.reduce_all(tf.equal(crop_size[:2], image_shape[:2]))
+    # It compares (height, width, channels) of the JPEG with those of the decoded 3-channel crop and wants
+    # all three equal, so a grayscale JPEG (1 channel) never falls back.
+    decoded_shape = tf.stack([crop_size[0], crop_size[1], 3])
+    sampling_failed = tf.reduce_sum(tf.cast(tf.equal(decoded_shape, image_shape), tf.int32)) >= 3
     window = tf.cond(
         sampling_failed,
         lambda: _center_crop_window(image_shape, CENTER_CROP_FRACTION),
         lambda: sampled_window,
     )
-    image = _decode_resize_normalize(image_bytes, window, image_size)
+    image = _decode_resize_normalize(image_bytes, window, image_size, resize)
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
-def _eval_image(image_bytes, image_size, center_crop_fraction):
+def _eval_image(image_bytes, image_size, center_crop_fraction, resize="tf1_bicubic"):
     """Centre square of `center_crop_fraction` of the shorter side, bicubically resized; normalised."""
     image_shape = tf.image.extract_jpeg_shape(image_bytes)
     window = _center_crop_window(image_shape, center_crop_fraction)
-    return _decode_resize_normalize(image_bytes, window, image_size)
+    return _decode_resize_normalize(image_bytes, window, image_size, resize)
 
 
 def _center_crop_window(image_shape, center_crop_fraction):
@@ -285,12 +296,21 @@ def _center_crop_window(image_shape, center_crop_fraction):
     return tf.stack([offset_y, offset_x, crop_size, crop_size])
 
 
-def _decode_resize_normalize(image_bytes, window, image_size):
+def _decode_resize_normalize(image_bytes, window, image_size, resize="tf1_bicubic"):
     # Decoding only the window skips most of the JPEG's pixels.
     image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    image = tf.image.resize(image, [image_size, image_size], method="bicubic")
+    image = resize_image(image, image_size, resize)
     image = (image - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
     return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def resize_image(image, image_size: int, resize: str = "tf1_bicubic") -> tf.Tensor:
+    """Bicubic resize of one image to `image_size` squared, float32 (see `RESIZE_METHODS`)."""
+    if resize == "tf1_bicubic":
+        return tf.compat.v1.image.resize_bicubic(
+            image[tf.newaxis], [image_size, image_size], align_corners=False, half_pixel_centers=False
+        )[0]
+    return tf.image.resize(image, [image_size, image_size], method="bicubic")
 
 
 def _cast(image, dtype):

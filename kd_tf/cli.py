@@ -117,7 +117,7 @@ class _Options:
         self.student_model = (
             flag_values.student_model if _was_set(flag_values, "student_model") else student_model
         )
-        self.output_dir = self.final_output_dir = flag_values.output_dir
+        self.output_dir = self.final_output_dir = flag_values.output_dir or default_output_dir(flag_values)
         self.replaces_results = False  # set by `check`
         self.methods = list(flag_values.methods)
         if self.dataset not in HIERARCHIES and not _was_set(flag_values, "methods"):
@@ -182,11 +182,6 @@ class _Options:
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if flag_values.mode == "student":
-            if not os.path.isdir(flag_values.teacher_dir):
-                raise UserError(
-                    f"--teacher_dir={flag_values.teacher_dir} is not a directory; give a --mode=teacher "
-                    "--output_dir."
-                )
             teacher_info = os.path.join(flag_values.teacher_dir, experiment.TEACHER_INFO)
             if not os.path.exists(teacher_info):
                 raise UserError(
@@ -301,7 +296,14 @@ class _Options:
                 "validation_examples": flag_values.validation_examples,
                 "test_examples": flag_values.test_examples,
             }
-        if self.dataset in ("cifar100", "digits"):
+        if self.dataset == "cifar100":
+            return {
+                "data_dir": flag_values.data_dir,
+                "augment": flag_values.augment,
+                "color_augment": flag_values.color_augment,
+                "crop_padding": flag_values.crop_padding,
+            }
+        if self.dataset == "digits":
             return {"data_dir": flag_values.data_dir, "augment": flag_values.augment}
         if self.dataset == "imagenet":
             dtype = "bfloat16" if flag_values.precision == "mixed_bfloat16" else "float32"
@@ -309,6 +311,7 @@ class _Options:
                 "data_dir": flag_values.data_dir,
                 "source": flag_values.imagenet_source,
                 "image_size": flag_values.image_size,
+                "resize": flag_values.imagenet_resize,
                 "dtype": dtype,
             }
         return {"data_dir": flag_values.data_dir}
@@ -354,6 +357,19 @@ class _Options:
         return {"bar": 1, "epoch": 2, "none": 0}[progress]
 
 
+def default_output_dir(flag_values) -> str:
+    """Where a mode writes when `--output_dir` is not given: one directory per kind of run, so that the
+    documented commands never collide (a sweep never lands in the table's directory)."""
+    mode, dataset = flag_values.mode, flag_values.dataset
+    if mode in SWEEPS:
+        return os.path.join("runs", mode)
+    if mode == "teacher":
+        return os.path.join("runs", f"{dataset}_teacher")
+    if mode == "student":
+        return os.path.join("runs", f"{dataset}_{flag_values.method}")
+    return os.path.join("runs", "synthetic_table1" if dataset == "synthetic" else f"{dataset}_table")
+
+
 def _was_set(flag_values, name: str) -> bool:
     return flag_values[name].present > 0
 
@@ -373,6 +389,11 @@ def _parse_overrides(text: str) -> dict:
             name, equals, value = assignment.partition("=")
             if not equals:
                 raise UserError(f"--method_overrides: expected name=value, got {assignment!r} for {method}.")
+            if name.strip() not in experiment.HYPERPARAMETER_NAMES:
+                raise UserError(
+                    f"--method_overrides for {method}: unknown hyperparameter(s) {[name.strip()]}; known: "
+                    f"{experiment.HYPERPARAMETER_NAMES}"
+                )
             try:
                 values[name.strip()] = int(value) if name.strip() == "topk" else float(value)
             except ValueError as error:

@@ -824,7 +824,7 @@ def run(options) -> None:
     `figures_dir`, `topk_sweep` (a list of k) and the student training flags for the sweep.
     """
     flag_values = options.flags
-    run_dir = flag_values.output_dir
+    run_dir = options.output_dir
     figures_dir = getattr(flag_values, "figures_dir", None) or os.path.join(run_dir, FIGURES_DIR)
     columns = [float(tau) for tau in flag_values.taus] if _was_set(flag_values, "taus") else None
     seeds = options.seeds if _was_set(flag_values, "seeds") else None

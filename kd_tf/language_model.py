@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -276,6 +278,7 @@ def train_language_model(
     averaging: bool = True,
     max_windows_per_epoch: int | None = None,
     log: Callable[[str], None] | None = print,
+    checkpoint_path: str | None = None,
 ) -> dict:
     """Trains a stateful language model (AWD-LSTM's recipe), alone or distilled from a teacher.
 
@@ -319,6 +322,9 @@ def train_language_model(
         averaging: whether NT-ASGD may switch to averaged weights (False: plain SGD throughout).
         max_windows_per_epoch: stop each epoch after this many windows (quick runs); `None`: whole stream.
         log: called with one progress line per epoch; `None` for silence.
+        checkpoint_path: a `.npz` file rewritten (atomically) after every epoch with everything the loop
+            carries: every model variable, the averaged weights, the best weights, the validation losses
+            and the history. When it exists at the start, training resumes after its epoch.
 
     Returns:
         A dict: `history` (per epoch: `train_loss`, `val_loss`, `val_ppl`, `averaged`, `wall_time`,
@@ -346,8 +352,23 @@ def train_language_model(
     validation_losses = []
     best_loss, best_weights = math.inf, None
     averager, averaging_epoch = None, None
+    first_epoch = 0
+    if checkpoint_path and os.path.exists(checkpoint_path):
+        state = _load_state(checkpoint_path, model)
+        first_epoch, history, validation_losses = state["epoch"], state["history"], state["validation_losses"]
+        best_loss, best_weights, averaging_epoch = (
+            state["best_loss"],
+            state["best_weights"],
+            state["averaging_epoch"],
+        )
+        if state["averages"] is not None:
+            averager = WeightAverager(variables)
+            for average, value in zip(averager.averages, state["averages"], strict=True):
+                average.assign(value)
+            averager.count.assign(state["count"])
+        log(f"Resuming from epoch {first_epoch} ({checkpoint_path}).")
 
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         epoch_start = time.perf_counter()
         states = model.initial_states(corpus.batch_size)
         teacher_states = teacher.initial_states(corpus.batch_size) if teacher is not None else []
@@ -398,6 +419,18 @@ def train_language_model(
             f"{history['tokens_per_second'][-1]:8.0f} tok/s | {wall_time:7.1f} s"
             + (" | switching to averaged SGD" if averaging_epoch == epoch + 2 else "")
         )
+        if checkpoint_path:
+            _save_state(
+                checkpoint_path,
+                model,
+                epoch=epoch + 1,
+                history=history,
+                validation_losses=validation_losses,
+                best_loss=best_loss,
+                best_weights=best_weights,
+                averaging_epoch=averaging_epoch,
+                averager=averager,
+            )
 
     if best_weights is not None:
         for variable, value in zip(variables, best_weights, strict=True):
@@ -414,6 +447,47 @@ def train_language_model(
     }
     log(f"best val ppl {result['val_ppl']:.2f} | test ppl {result['test_ppl']:.2f}")
     return result
+
+
+def _save_state(path: str, model, *, averager, best_weights, **scalars) -> None:
+    """Writes the loop's state to `path` as one `.npz`, through a temporary name and a rename."""
+    arrays = {f"variable/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+    if best_weights is not None:
+        arrays.update({f"best/{i}": value for i, value in enumerate(best_weights)})
+    if averager is not None:
+        arrays.update({f"average/{i}": np.asarray(v) for i, v in enumerate(averager.averages)})
+        scalars["count"] = float(averager.count.numpy())
+    arrays["state"] = np.asarray(json.dumps(scalars))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(temporary, path)
+
+
+def _load_state(path: str, model) -> dict:
+    """Reads `_save_state`'s file back into `model` and returns the loop's other state."""
+    try:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"The checkpoint {path} is damaged ({error}); remove it to start over.") from error
+    state = json.loads(str(arrays.pop("state")))
+    variables = model.variables
+    if sum(name.startswith("variable/") for name in arrays) != len(variables):
+        raise ValueError(f"The checkpoint {path} was written by another model; remove it to start over.")
+    for i, variable in enumerate(variables):
+        variable.assign(arrays[f"variable/{i}"])
+
+    def listed(prefix):
+        count = sum(name.startswith(prefix) for name in arrays)
+        return [arrays[f"{prefix}{i}"] for i in range(count)] if count else None
+
+    state["best_weights"] = listed("best/")
+    state["averages"] = listed("average/")
+    state.setdefault("count", 0.0)
+    return state
 
 
 def measure_training_throughput(

@@ -57,6 +57,7 @@ def run(options) -> None:
         beta_tar=flag_values.beta_tar,
         nonmono=flag_values.nonmono,
         max_windows_per_epoch=flag_values.max_windows_per_epoch,
+        checkpoint_path=os.path.join(options.output_dir, "checkpoint.npz"),
     )
     record = {
         "dataset": "ptb",

@@ -46,15 +46,31 @@ def claim(path: str, replace: bool) -> Iterator[str]:
     `checkpoint.DirectoryInUseError` and touches nothing. On a normal exit with `replace`, the staged results
     replace the old ones; on an exception the old results stay and the staged work is kept for a resume.
     """
-    with DirectoryLock(path):
-        _finish_interrupted_swap(path)
-        if not replace:
-            yield path
-            return
-        staging = os.path.join(path, STAGING)
-        os.makedirs(staging, exist_ok=True)
-        yield staging
-        _swap(path, staging)
+    created = not os.path.exists(path)
+    try:
+        with DirectoryLock(path):
+            _finish_interrupted_swap(path)
+            if not replace:
+                yield path
+                return
+            staging = os.path.join(path, STAGING)
+            os.makedirs(staging, exist_ok=True)
+            yield staging
+            _swap(path, staging)
+    except BaseException:
+        if created:
+            _remove_if_untouched(path)
+        raise
+
+
+def _remove_if_untouched(path: str) -> None:
+    """Removes a directory this run created and wrote nothing to (a run refused by a later check)."""
+    try:
+        if os.listdir(path) == [DirectoryLock.NAME]:
+            os.remove(os.path.join(path, DirectoryLock.NAME))
+            os.rmdir(path)
+    except OSError:
+        pass
 
 
 _MOVED_ASIDE = ".all-moved-aside"  # marks the end of the swap's first half

@@ -1,5 +1,7 @@
 """Tests of the CIFAR-100 (mocked TFDS) and digits pipelines and the shared image operations."""
 
+import colorsys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -155,12 +157,50 @@ def test_train_transform_is_a_function_of_its_seed():
 
 
 def test_random_color_stays_within_its_ranges():
-    # A mid-grey image: brightness shifts it by at most 63/255; saturation and contrast keep grey uniform.
-    grey = tf.fill((4, 4, 3), 0.5)
+    # A mid-grey image on 0..255: brightness shifts it by at most 63/255 (of one grey level, as in the legacy
+    # code); saturation and contrast keep grey uniform.
+    grey = tf.fill((4, 4, 3), 128.0)
     seeds = tf.constant([[1, 1], [2, 2], [3, 3]], tf.int64)
     jittered = image_ops.random_color(grey, seeds).numpy()
-    assert np.ptp(jittered) < 1e-6
-    assert abs(jittered.flat[0] - 0.5) <= 63 / 255 + 1e-6
+    assert np.ptp(jittered) < 1e-4
+    assert abs(jittered.flat[0] - 128.0) <= 63 / 255 + 1e-4
+
+
+def _legacy_jitter(image, delta, saturation, contrast, brightness=True):
+    """The legacy `cifar_input.py` order in NumPy: float 0..255, brightness, saturation, contrast, no clip,
+    then `per_image_standardization`."""
+    x = image.astype(np.float64)
+    if brightness:
+        x = x + delta
+    flat = x.reshape(-1, 3)
+    hsv = np.array([colorsys.rgb_to_hsv(*pixel) for pixel in flat])
+    hsv[:, 1] = np.clip(hsv[:, 1] * saturation, 0.0, 1.0)
+    x = np.array([colorsys.hsv_to_rgb(*pixel) for pixel in hsv]).reshape(x.shape)
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    x = (x - mean) * contrast + mean
+    return (x - x.mean()) / max(x.std(), 1.0 / np.sqrt(x.size))
+
+
+def test_colour_jitter_follows_the_legacy_order_and_scale():
+    image = tf.cast(tf.random.stateless_uniform((32, 32, 3), seed=[3, 4], maxval=256), tf.uint8)
+    seed = tf.constant([5, 6], tf.int64)
+    got = image_ops.train_transform(image, seed, padding=0, flip=False).numpy()
+    # The factors each stateless op draws from its seed (the third to fifth of the transform's split).
+    color_seeds = tf.random.experimental.stateless_split(seed, num=5)[2:]
+    delta, saturation, contrast = (
+        float(tf.random.stateless_uniform([], seed=s, minval=low, maxval=high))
+        for s, (low, high) in zip(
+            color_seeds,
+            [(-63 / 255, 63 / 255), image_ops.SATURATION_RANGE, image_ops.CONTRAST_RANGE],
+            strict=True,
+        )
+    )
+    want = _legacy_jitter(image.numpy(), delta, saturation, contrast)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    # On this scale the standardisation cancels the brightness shift: without it the result is the same.
+    np.testing.assert_allclose(got, _legacy_jitter(image.numpy(), 0, saturation, contrast, False), atol=2e-4)
+    # A [0, 1]-scale jitter with a clip (an exposure change no original has) would differ visibly.
+    assert np.abs(got - image_ops.eval_transform(image).numpy()).max() > 0.05
 
 
 def test_digits_split_and_shapes():

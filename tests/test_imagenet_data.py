@@ -104,8 +104,14 @@ def test_evaluation_is_the_padded_center_crop_and_deterministic(shard_dir):
         "image/encoded"
     ]
     decoded = tf.io.decode_jpeg(encoded, channels=3)[3:38, 8:43]
-    expected = (tf.image.resize(decoded, [32, 32], method="bicubic").numpy() - MEAN_RGB) / STDDEV_RGB
-    np.testing.assert_allclose(first_images[0], expected, atol=1e-4)
+    # The TPU code's TF1 resize (legacy pixel centres, a = -0.75), still computed by tf.compat.v1.
+    tf1 = tf.compat.v1.image.resize_bicubic(decoded[tf.newaxis], [32, 32])[0].numpy()
+    np.testing.assert_allclose(first_images[0], (tf1 - MEAN_RGB) / STDDEV_RGB, atol=1e-4)
+    # TF2's bicubic resize stays reachable, and is a different image.
+    tf2 = tf.image.resize(decoded, [32, 32], method="bicubic").numpy()
+    tf2_images, _ = _arrays(_load(shard_dir, resize="bicubic").test)
+    np.testing.assert_allclose(tf2_images[0], (tf2 - MEAN_RGB) / STDDEV_RGB, atol=1e-4)
+    assert np.abs(tf1 - tf2).max() > 1.0
 
 
 def test_normalisation_centres_the_imagenet_mean_colour(tmp_path):
@@ -218,3 +224,17 @@ def test_failed_crop_sampling_falls_back_to_the_center_crop(tmp_path):
             min(np.abs(train_image - center_crop).max(), np.abs(train_image - center_crop[:, ::-1]).max())
             < 1e-5
         )
+
+
+def test_a_grayscale_jpeg_never_falls_back_to_the_center_crop(tmp_path):
+    # The TPU code compares (height, width, channels) of the JPEG and of the 3-channel crop: for a 1-channel
+    # JPEG the channels differ, so a failed sampling keeps the whole image instead of the centre crop.
+    strip = np.random.default_rng(1).integers(0, 256, (1, 4, 200, 1), dtype=np.uint8)
+    _write_shards(str(tmp_path), "train", strip, [1], num_shards=1)
+    _write_shards(str(tmp_path), "validation", strip, [1], num_shards=1)
+    splits = _load(str(tmp_path), batch_size=1, train_examples=1)
+    whole = tf.io.decode_jpeg(tf.io.encode_jpeg(strip[0]), channels=3)
+    resized = (imagenet.resize_image(whole, 32).numpy() - MEAN_RGB) / STDDEV_RGB
+    for _ in range(4):
+        train_image = _arrays(splits.train)[0][0]
+        assert min(np.abs(train_image - resized).max(), np.abs(train_image - resized[:, ::-1]).max()) < 1e-4

@@ -246,3 +246,37 @@ def test_throughput_measurement_runs_the_recipe_step(corpus):
     assert speed["tokens_per_second"] > 0 and speed["tokens_per_cpu_second"] > 0
     with pytest.raises(ValueError, match="steps=0"):
         lm.measure_training_throughput(model, steps=0)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(corpus, monkeypatch, tmp_path):
+    """Epoch state, NT-ASGD averages, the best weights and the dropout stream all survive a restart."""
+
+    def train(epochs, losses, checkpoint_path):
+        scripted = iter(losses)
+        monkeypatch.setattr(lm, "_mean_cross_entropy", lambda *args: next(scripted))
+        tf.keras.utils.set_random_seed(0)
+        model = _model(corpus, dropout=0.3, weight_drop=0.2)
+        result = lm.train_language_model(
+            model=model,
+            corpus=corpus,
+            epochs=epochs,
+            lr=1.0,
+            nonmono=1,
+            max_windows_per_epoch=2,
+            log=None,
+            checkpoint_path=checkpoint_path,
+        )
+        return result, [variable.numpy() for variable in model.trainable_variables]
+
+    validations = [5.0, 4.0, 4.5, 4.6, 4.2]  # averaging starts with epoch 5
+    whole, whole_weights = train(5, [*validations, 3.9], None)
+    path = str(tmp_path / "checkpoint.npz")
+    train(3, [*validations[:3], 3.9], path)
+    resumed, resumed_weights = train(5, [*validations[3:], 3.9], path)
+    assert resumed["history"]["averaged"] == whole["history"]["averaged"] == [False] * 4 + [True]
+    assert resumed["history"]["val_loss"] == whole["history"]["val_loss"]
+    # The training losses of epochs 4 and 5 come from the restored weights, optimizer-free SGD and dropout.
+    assert resumed["history"]["train_loss"] == pytest.approx(whole["history"]["train_loss"], rel=1e-5)
+    assert resumed["averaging_epoch"] == whole["averaging_epoch"] == 5
+    for got, want in zip(resumed_weights, whole_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

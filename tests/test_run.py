@@ -150,3 +150,50 @@ def test_a_teacher_from_another_dataset_is_refused_before_any_work(tmp_path):
             [*TINY, "--mode=student", f"--teacher_dir={teacher_dir}", f"--output_dir={output_dir}"]
         )
     assert not output_dir.exists()
+
+
+def _resolved(argv, method):
+    """The values `method` trains with under `argv`, as the runner resolves them."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *argv])
+        options = cli._Options(flags.FLAGS)
+        return {**options.hyperparameters(), **options.method_overrides.get(method, {})}
+
+
+PRECEDENCE = [
+    # (command line, method, expected temperature, expected alpha)
+    ([], "kd_pt", 1.0, 0.3),  # the synthetic preset
+    ([], "kd", 4.0, 0.9),  # the flags' defaults
+    (["--temperature=4", "--alpha=0.9"], "kd_pt", 4.0, 0.9),  # flags set explicitly beat the preset
+    (["--alpha=0.5"], "kd_rel", 1.0, 0.5),  # the preset fills only what was not set
+    (["--alpha=0.9", "--method_overrides=kd_pt:alpha=0.5"], "kd_pt", 1.0, 0.5),  # an override beats a flag
+    (["--alpha=0.9", "--method_overrides=kd_pt:alpha=0.5"], "kd_sim", 1.0, 0.9),  # ... for its method only
+    (["--dataset=digits"], "kd_pt", 4.0, 0.9),  # the preset is the synthetic dataset's alone
+]
+
+
+@pytest.mark.parametrize("argv,method,temperature,alpha", PRECEDENCE)
+def test_one_precedence_rule_for_hyperparameters(argv, method, temperature, alpha):
+    values = _resolved(argv, method)
+    assert (values["temperature"], values["alpha"]) == (temperature, alpha)
+
+
+def test_a_flagfile_value_counts_as_set_by_the_user(tmp_path):
+    flagfile = tmp_path / "mine.flags"
+    flagfile.write_text("--temperature=3\n")
+    assert _resolved([f"--flagfile={flagfile}"], "kd_pt")["temperature"] == 3.0
+
+
+def test_a_teacher_run_does_not_check_methods_it_does_not_train(tmp_path):
+    # KD-rel's a, b do not fit 4 classes per super-class; a teacher run trains no KD-rel student.
+    run_in_process(
+        [
+            *TINY_SYNTHETIC,
+            "--rel_target=0.9",
+            "--rel_sibling=0.05",
+            "--mode=teacher",
+            f"--output_dir={tmp_path / 'teacher'}",
+        ]
+    )
+    assert (tmp_path / "teacher" / "teacher.keras").exists()

@@ -1,0 +1,208 @@
+"""Every command printed in README.md and BUILD.md, run as a user would: a new process, at a tiny size.
+
+The commands run in a scratch directory that links `run.py`, `configs/` and `benchmarks/` from the repository,
+so a command's own relative paths (`runs/...`, `configs/...`) work unchanged and nothing lands in the checkout.
+Flags appended to a command override its flagfile's (absl keeps the last value), which makes it tiny. A
+command that cannot run here must match a row of BUILD.md's "Commands the tests do not run", with its reason.
+"""
+
+import fnmatch
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from cli_process import ROOT, environment
+
+# Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
+SYNTHETIC = [
+    "--num_classes=8",
+    "--num_superclasses=2",
+    "--dim=16",
+    "--difficulty=1",
+    "--train_examples=256",
+    "--validation_examples=128",
+    "--test_examples=128",
+    "--batch_size=64",
+    "--epochs=1",
+    "--teacher_epochs=1",
+    "--teacher_width=16",
+    "--student_width=4",
+    "--topk=3",
+    "--rel_target=0.5",
+    "--rel_sibling=0.1",
+    "--progress=none",
+    "--jit_compile=false",
+]
+FIGURES = [  # the figure pipeline keeps 40 classes (its KD-topk sweep goes up to k = 40)
+    "--train_examples=512",
+    "--validation_examples=256",
+    "--test_examples=256",
+    "--teacher_width=16",
+    "--student_width=8",
+    "--teacher_epochs=1",
+    "--epochs=1",
+    "--progress=none",
+    "--jit_compile=false",
+]
+PTB = [
+    "--embedding_size=16",
+    "--hidden_size=24",
+    "--epochs=1",
+    "--max_windows_per_epoch=3",
+    "--bptt=12",
+    "--progress=none",
+]
+DIGITS = ["--steps_per_epoch=2", "--epochs=1", "--teacher_epochs=1", "--batch_size=32", "--progress=none"]
+QUICK = ["--quick", "--progress=none"]
+PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
+SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
+MAKE_TOY_CORPUS = (
+    'python -c "import data.ptb as p; '
+    "p.write_toy_corpus('runs/ptb_toy_data', train_lines=3000, valid_lines=300, test_lines=300)\""
+)
+
+# Each documented command (as its words) -> what the tiny run appends, in the order the runs go.
+GROUPS = {
+    "synthetic": [
+        ("python run.py", SYNTHETIC),
+        ("python run.py --flagfile=configs/synthetic_table1.flags", [*SYNTHETIC, "--methods=kd"]),
+        ("python run.py --helpfull", [], 1),  # absl's help flags exit with 1
+    ],
+    "sweeps": [
+        ("python run.py --mode=data_efficiency", QUICK),
+        ("python run.py --mode=sweet_spot", QUICK),
+        ("python run.py --flagfile=configs/data_efficiency_difficulty.flags", QUICK),
+    ],
+    "sweeps_verbatim": [  # the same output directories as above: a scratch directory of their own
+        ("python run.py --mode=data_efficiency --quick", []),
+        ("python run.py --mode=sweet_spot --quick", []),
+    ],
+    "digits": [("python run.py --flagfile=configs/digits_table.flags", DIGITS)],
+    "ptb": [
+        (MAKE_TOY_CORPUS, []),
+        ("python run.py --flagfile=configs/ptb_teacher.flags --data_dir=DIR", PTB),
+        ("python run.py --flagfile=configs/ptb_student.flags --data_dir=DIR", PTB),
+        ("python run.py --flagfile=configs/ptb_kd.flags --data_dir=DIR", [*PTB, "--learning_rate=20"]),
+        ("python run.py --flagfile=configs/ptb_kd_topk.flags --data_dir=DIR", [*PTB, "--learning_rate=20"]),
+        ("python run.py --flagfile=configs/ptb_kd_topk.flags --data_dir=~/ptb", [*PTB, "--overwrite"]),
+        ("python run.py --flagfile=configs/ptb_toy_teacher.flags", PTB),
+        ("python run.py --flagfile=configs/ptb_toy_kd_topk.flags", PTB),
+        ("python run.py --flagfile=configs/ptb_toy_student.flags", PTB),
+    ],
+    "figures": [
+        (
+            "python run.py --output_dir=runs/fig --taus=0.0,0.9 --methods=student,ls,kd,kd_pt,kd_topk "
+            "--difficulty=0 --teacher_width=256 --student_width=32 --train_examples=10000 "
+            "--validation_examples=2000 --test_examples=5000 --teacher_epochs=10 --epochs=20",
+            FIGURES,
+        ),
+        (
+            "python run.py --output_dir=runs/fig_ls --teacher_label_smoothing=0.1 --methods=kd,kd_pt "
+            "--taus=0.0,0.9 --difficulty=0 --teacher_width=256 --student_width=32 --train_examples=10000 "
+            "--validation_examples=2000 --test_examples=5000 --teacher_epochs=10 --epochs=20",
+            FIGURES,
+        ),
+        (
+            "python -c \"from kd_tf import experiment, figures; figures.topk_sweep('runs/fig', "
+            '[1, 2, 3, 5, 10, 20, 40], columns=[0.9], train_config=experiment.TrainConfig(verbose=0))"',
+            [],
+        ),
+        (
+            "python -c \"from kd_tf import figures; figures.analyze_run('runs/fig', "
+            "ls_run_dir='runs/fig_ls', temperatures=(1, 4), topk=5)\"",
+            [],
+        ),
+        ("python run.py --mode=analyze --output_dir=runs/fig --methods=kd", []),
+        ("python run.py --mode=analyze", ["--output_dir=runs/fig"]),  # a heading's short form
+    ],
+    "benchmarks": [
+        ("python benchmarks/throughput.py --quick", ["--pairs", "mlp"]),
+        (
+            "python benchmarks/throughput.py --breakdown --output runs/throughput.md",
+            ["--quick", "--pairs", "mlp"],
+        ),
+    ],
+}
+
+
+def _words(text: str) -> tuple:
+    return tuple(shlex.split(text))
+
+
+def documented_commands() -> set:
+    """The words of every `python ...` command in README.md and BUILD.md (code lines and inline spans)."""
+    found = set()
+    for name in ("README.md", "BUILD.md"):
+        text = open(os.path.join(ROOT, name), encoding="utf-8").read()
+        in_code = False
+        pending = ""
+        for line in text.splitlines():
+            if line.startswith("```"):
+                in_code, pending = not in_code, ""
+                continue
+            if in_code:
+                line = pending + line
+                if line.rstrip().endswith("\\"):
+                    pending = line.rstrip()[:-1] + " "
+                    continue
+                pending = ""
+                words = shlex.split(line, comments=True)
+                while "python" in words:
+                    words = words[words.index("python") :]
+                    end = words.index("&&") if "&&" in words else len(words)
+                    found.add(tuple(words[:end]))
+                    words = words[end:]
+            else:
+                for span in re.findall(r"`(python [^`]*)`", line):
+                    found.add(_words(span))
+    return found
+
+
+def not_run_patterns() -> list:
+    """The command patterns of BUILD.md's "Commands the tests do not run" table."""
+    text = open(os.path.join(ROOT, "BUILD.md"), encoding="utf-8").read()
+    section = text.split("### Commands the tests do not run", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE)
+
+
+def test_every_documented_command_is_run_here_or_listed_with_its_reason():
+    run_here = {_words(command) for group in GROUPS.values() for command, *_ in group}
+    patterns = not_run_patterns()
+    assert patterns, "BUILD.md lists no commands that the tests do not run"
+    unaccounted = [
+        " ".join(words)
+        for words in documented_commands()
+        if words not in run_here and not any(fnmatch.fnmatch(" ".join(words), p) for p in patterns)
+    ]
+    assert not unaccounted, (
+        f"documented commands neither run by this test nor listed in BUILD.md: {unaccounted}"
+    )
+    stale = [" ".join(words) for words in run_here if words not in documented_commands()]
+    assert not stale, f"commands this test runs that the docs no longer print: {stale}"
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    for name in ("run.py", "configs", "benchmarks"):
+        os.symlink(os.path.join(ROOT, name), tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_documented_commands_run_at_a_tiny_size(group, scratch):
+    if group == "digits":
+        pytest.importorskip("sklearn")
+    for command, extra, *expected in GROUPS[group]:
+        words = [SUBSTITUTIONS.get(word, word) for word in _words(command)]
+        argv = [sys.executable, *words[1:], *extra]
+        completed = subprocess.run(
+            argv, cwd=scratch, env=environment(), capture_output=True, text=True, timeout=600
+        )
+        assert completed.returncode == (expected[0] if expected else 0), (
+            f"{command} {' '.join(extra)}\nexit {completed.returncode}\n{completed.stdout[-2000:]}\n"
+            f"{completed.stderr[-4000:]}"
+        )
+        assert "Traceback" not in completed.stderr
