@@ -217,13 +217,19 @@ _MAX_WINDOWS = flags.DEFINE_integer(
 # Training.
 _EPOCHS = flags.DEFINE_integer("epochs", 20, "Student epochs.", lower_bound=1)
 _TEACHER_EPOCHS = flags.DEFINE_integer(
-    "teacher_epochs", 10, "Teacher epochs (default: --epochs).", lower_bound=1
+    "teacher_epochs",
+    None,
+    "Teacher epochs (default: --epochs; --dataset=synthetic's preset: 10).",
+    lower_bound=1,
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1)
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer (sgd: Nesterov momentum).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 3e-3, "Student learning rate.", lower_bound=0)
 _TEACHER_LEARNING_RATE = flags.DEFINE_float(
-    "teacher_learning_rate", 1e-3, "Teacher learning rate (default: --learning_rate).", lower_bound=0
+    "teacher_learning_rate",
+    None,
+    "Teacher learning rate (default: --learning_rate; --dataset=synthetic's preset: 1e-3).",
+    lower_bound=0,
 )
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", "constant", SCHEDULES, "Learning-rate schedule.")
 _LR_BOUNDARY_EPOCHS = flags.DEFINE_list("lr_boundary_epochs", [], "Epochs at which the rate steps.")

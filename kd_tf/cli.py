@@ -15,9 +15,11 @@ from kd_tf import experiment, losses, outputs, runtime
 from kd_tf.checkpoint import DirectoryInUseError
 from kd_tf.io import atomic_write_text
 
-# Tuned per-method values of a dataset, applied to every flag the user did not set (`_resolve_overrides`).
-# The synthetic study's come from the validation search in BUILD.md ("Method hyperparameters"); the other
-# datasets' recipes live in their flagfiles (configs/).
+# A dataset's preset: values applied to every flag the user did not set (`_Options.value`). The synthetic
+# study's come from the search in BUILD.md ("Training", "Method hyperparameters"); the other datasets' recipes
+# live in their flagfiles (configs/).
+FLAG_PRESETS = {"synthetic": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3}}
+# Per-method values of a dataset's preset (`_resolve_overrides`).
 PRESETS = {
     "synthetic": {
         "kd_pt": {"temperature": 1.0, "alpha": 0.3},
@@ -147,6 +149,13 @@ class _Options:
             if values:
                 resolved[method] = values
         return resolved
+
+    def value(self, name: str):
+        """A flag's value by the precedence rule: set by the user > the dataset's preset > the default."""
+        preset = FLAG_PRESETS.get(self.dataset, {})
+        if name in preset and not _was_set(self.flags, name):
+            return preset[name]
+        return self.flags[name].value
 
     def trained_methods(self) -> list[str]:
         """The methods this mode builds a loss for: the only ones whose values are checked."""
@@ -331,9 +340,10 @@ class _Options:
         epochs = flag_values.epochs
         learning_rate = flag_values.learning_rate
         if role == "teacher":
-            epochs = flag_values.teacher_epochs or epochs
-            if flag_values.teacher_learning_rate is not None:
-                learning_rate = flag_values.teacher_learning_rate
+            if self.value("teacher_epochs") is not None:
+                epochs = self.value("teacher_epochs")
+            if self.value("teacher_learning_rate") is not None:
+                learning_rate = self.value("teacher_learning_rate")
         return experiment.TrainConfig(
             epochs=epochs,
             batch_size=flag_values.batch_size,
