@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+@contextlib.contextmanager
+def _quiet_native_start():
+    """Hides what TensorFlow's C++ side prints while it loads and probes for accelerators (CUDA probing on a
+    CPU machine, oneDNN notices): a newcomer reads those lines as errors. Only when the user set neither
+    `TF_CPP_MIN_LOG_LEVEL` nor `--verbose`; a Python error raised meanwhile is still shown, after the block."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "--verbose" in sys.argv:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
-import data as datasets  # noqa: E402
-import models  # noqa: E402
-from kd_tf import losses, runtime  # noqa: E402
-from kd_tf.schedules import SCHEDULES  # noqa: E402
+
+with _quiet_native_start():
+    from absl import app, flags, logging
+
+    import data as datasets
+    import models
+    from kd_tf import losses, runtime
+    from kd_tf.schedules import SCHEDULES
+
+    if not any(arg.startswith(("--help", "-h", "--helpfull")) for arg in sys.argv[1:]):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the accelerator probe, while its messages are hidden
 
 MODES = ("table", "teacher", "student", "analyze", "data_efficiency", "sweet_spot")
 

@@ -173,6 +173,7 @@ def train(
     start = time.perf_counter()
     distiller.fit(
         train_stream,
+        shuffle=False,  # the pipelines shuffle themselves
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         initial_epoch=finished_epochs,

@@ -26,7 +26,7 @@ def test_flagfile_parses(path, monkeypatch):
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", f"--flagfile={os.path.relpath(path, ROOT)}"])
         assert (
-            flags.FLAGS.output_dir.startswith("runs/")
+            (flags.FLAGS.output_dir or "").startswith("runs/")
             or "recipe" in path
             or path.endswith(("_tpu.flags", "_gpu.flags"))
         )

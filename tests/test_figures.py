@@ -263,7 +263,7 @@ def test_run_reads_the_analyze_flags(runs, tmp_path):
         },
         {"seeds": ["0"], "epochs": 30, "precision": "float32"},
     )
-    options = type("Options", (), {"flags": flag_values, "seeds": [0]})()
+    options = type("Options", (), {"flags": flag_values, "seeds": [0], "output_dir": runs["plain"]})()
     figures.run(options)
     summary = _strict_json(os.path.join(figures_dir, figures.SUMMARY_JSON))
     assert list(summary["cells"]) == ["tau=0.0_seed=0"]

@@ -136,3 +136,30 @@ def test_a_non_finite_loss_stops_the_run_naming_the_term_and_keeps_the_last_chec
         )
     metadata = json.load(open(tmp_path / "backup" / "latest.json"))
     assert metadata["epoch"] == 1  # the good first epoch's checkpoint
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch_and_a_lost_one_restarts(tmp_path, capsys):
+    from kd_tf.checkpoint import EpochCheckpoint
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_kd(str(run_dir), callbacks=[Interrupt(epoch=2)])  # epochs 1..3 checkpointed
+    backup = run_dir / "backup"
+    assert json.load(open(backup / "latest.json"))["epoch"] == 3
+    assert sorted(p.name for p in backup.glob("epoch-*")) == [
+        "epoch-00002.weights.h5",
+        "epoch-00003.weights.h5",
+    ]
+    newest = backup / "epoch-00003.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:1000])  # damaged by something outside the run
+    assert EpochCheckpoint(str(backup)).restorable_epoch() == 2
+    assert "damaged" in capsys.readouterr().out
+    # Resuming from epoch 2 still ends where an uninterrupted run does.
+    reference, reference_weights = train_kd(str(tmp_path / "whole"))
+    resumed, resumed_weights = train_kd(str(run_dir))
+    for expected, actual in zip(reference_weights, resumed_weights, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    # With no file that opens, training starts over instead of crashing.
+    for path in backup.glob("epoch-*"):
+        path.write_bytes(b"not hdf5")
+    assert EpochCheckpoint(str(backup)).restorable_epoch() == 0
