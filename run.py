@@ -284,6 +284,12 @@ _STRATEGY = flags.DEFINE_enum("strategy", "default", runtime.STRATEGIES, "Distri
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Seeded, op-deterministic run.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+_TENSORBOARD = flags.DEFINE_bool(
+    "tensorboard",
+    True,
+    "Write TensorBoard logs (per epoch: loss, hard and soft terms, accuracy, top-5, validation, learning rate) "
+    "under each run's logs/; every run also writes history.csv. View: tensorboard --logdir runs/...",
+)
 _PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "bar", "epoch", "none"], "Keras progress output.")
 
 

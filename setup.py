@@ -20,6 +20,7 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "matplotlib>=3.8",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "digits": ["scikit-learn>=1.3"],

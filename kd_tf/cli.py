@@ -358,6 +358,7 @@ class _Options:
             jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
             steps_per_execution=flag_values.steps_per_execution,
             verbose=verbose,
+            tensorboard=flag_values.tensorboard,
         )
 
     def keras_verbose(self, single_run: bool) -> int:
@@ -488,9 +489,13 @@ def _run_table(options: _Options) -> None:
         f"(teacher + {len(study.methods)} methods) -> {options.output_dir}"
     )
     records = experiment.run_study(study, options.output_dir)
+    seeds = (
+        f"mean ± std over seeds {', '.join(map(str, study.seeds))}"
+        if len(study.seeds) > 1
+        else f"one seed ({study.seeds[0]})"
+    )
     header = (
-        f"# {options.dataset}: test accuracy (%) at the best validation epoch, "
-        f"mean ± std over seeds {', '.join(map(str, study.seeds))}\n\n"
+        f"# {options.dataset}: test accuracy (%) at the best validation epoch, {seeds}\n\n"
         f"Command: `{' '.join(sys.argv)}`\n\n"
     )
     table = experiment.format_table(records, study.column_key)

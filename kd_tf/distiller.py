@@ -132,16 +132,29 @@ class Distiller(keras.Model):
         hard, soft = loss.terms(labels, payload, student_logits)
         return labels, hard, soft, loss.combine(hard, soft)
 
-    def _update_metrics(self, labels, hard, soft, total, student_logits):
+    def _update_metrics(self, labels, hard, soft, total, student_logits, weights=None):
         num_classes = student_logits.shape[-1]
         flat_labels = tf.reshape(labels, [-1])
         flat_logits = tf.reshape(student_logits, [-1, num_classes])
-        self.loss_tracker.update_state(total)
-        self.hard_loss_tracker.update_state(hard)
-        self.soft_loss_tracker.update_state(soft)
-        self.accuracy.update_state(flat_labels, flat_logits)
-        self.top5_accuracy.update_state(flat_labels, flat_logits)
+        flat_weights = None if weights is None else tf.reshape(weights, [-1])
+        self.loss_tracker.update_state(total, sample_weight=weights)
+        self.hard_loss_tracker.update_state(hard, sample_weight=weights)
+        self.soft_loss_tracker.update_state(soft, sample_weight=weights)
+        self.accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
+        self.top5_accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    @staticmethod
+    def _example_weights(data, total):
+        """The batch's `sample_weight` (a third element, as `Model.fit` passes it), one per example of
+        `total` (a `[batch]` weight covers every time step of a `[batch, time]` example), or `None`."""
+        if not isinstance(data, tuple | list) or len(data) < 3 or data[2] is None:
+            return None
+        weights = tf.cast(data[2], tf.float32)
+        extra = total.shape.rank - weights.shape.rank
+        if extra > 0:
+            weights = tf.reshape(weights, tf.concat([tf.shape(weights), tf.ones([extra], tf.int32)], 0))
+        return tf.broadcast_to(weights, tf.shape(total))
 
     def train_step(self, data):
         inputs, targets = data[0], data[1]
@@ -149,22 +162,36 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_logits = tf.cast(self.student(inputs, training=True), tf.float32)
             labels, hard, soft, total = self._distillation_terms(inputs, targets, student_logits)
+            weights = self._example_weights(data, total)
+            weighted = total if weights is None else total * weights
             # Sum over this replica's examples, divide by the global count: replicas' gradients are summed.
+            # With sample weights this is Keras' "sum_over_batch_size": Σ w·loss over the examples.
             global_count = tf.cast(tf.size(total) * replicas, tf.float32)
-            objective = tf.reduce_sum(total) / global_count
+            objective = tf.reduce_sum(weighted) / global_count
             if self.student.losses:
                 objective += tf.add_n(self.student.losses) / replicas
             scaled = self.optimizer.scale_loss(objective)
         variables = self.student.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        return self._update_metrics(labels, hard, soft, total, student_logits)
+        return self._update_metrics(labels, hard, soft, total, student_logits, weights)
 
     def test_step(self, data):
         inputs, targets = data[0], data[1]
         student_logits = tf.cast(self.student(inputs, training=False), tf.float32)
         labels, hard, soft, total = self._distillation_terms(inputs, targets, student_logits)
-        return self._update_metrics(labels, hard, soft, total, student_logits)
+        return self._update_metrics(
+            labels, hard, soft, total, student_logits, self._example_weights(data, total)
+        )
+
+    def save(self, filepath, *args, **kwargs):
+        """Refused: a Distiller is a training harness. Save what it trained, `distiller.student.save(path)`,
+        which loads anywhere after `import kd_tf`; the teacher and the loss are saved by whoever made them."""
+        raise NotImplementedError(
+            "A Distiller is not saved: save its student with `distiller.student.save(path)` (and the "
+            "teacher, if needed, with `teacher.save(path)`); both load with keras.saving.load_model after "
+            "`import kd_tf`."
+        )
 
     def predict_step(self, data):
         inputs = data[0] if isinstance(data, tuple) else data

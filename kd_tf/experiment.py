@@ -46,6 +46,7 @@ class TrainConfig:
     jit_compile: bool | str = "auto"
     steps_per_execution: int = 1
     verbose: int = 1
+    tensorboard: bool = True  # with a run directory: TensorBoard logs under <run_dir>/logs
 
 
 def load_splits(dataset: str, data_options: dict, batch_size: int, seed: int) -> datasets.Splits:
@@ -163,9 +164,16 @@ def train(
         else:
             BestValidation.forget(os.path.join(run_dir, "best"))  # a fresh start keeps no stale best
     best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
-    # The best-so-far is stored before the epoch's checkpoint: a kill between the two reruns that epoch,
-    # which finds the same best again, instead of resuming past an epoch whose best was never stored.
-    all_callbacks = [StopOnNonFiniteLoss(), best, *([checkpoint] if checkpoint else []), *callbacks]
+    # The best-so-far and the history are stored before the epoch's checkpoint: a kill between them reruns
+    # that epoch, which finds the same best again, instead of resuming past an epoch never recorded.
+    records = []
+    if run_dir:
+        records.append(EpochHistory(os.path.join(run_dir, "history.csv"), finished_epochs))
+        if config.tensorboard:
+            records.append(
+                keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0)
+            )
+    all_callbacks = [StopOnNonFiniteLoss(), best, *records, *([checkpoint] if checkpoint else []), *callbacks]
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
     train_stream = splits.train.repeat().skip(finished_epochs * steps_per_epoch)
@@ -192,6 +200,34 @@ def train(
         "test_cross_entropy": float(test["hard_loss"]),
         "wall_time_s": wall_time,
     }
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """`history.csv`: one row per finished epoch (epoch, learning rate, every metric), rewritten whole each
+    epoch. Rows past the epoch a run resumes from are dropped, so a rerun epoch is never listed twice."""
+
+    def __init__(self, path: str, finished_epochs: int):
+        super().__init__()
+        self.path = path
+        self.rows = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", newline="") as handle:
+                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= finished_epochs]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "learning_rate": _current_learning_rate(self.model.optimizer)}
+        row.update({key: float(value) for key, value in (logs or {}).items() if np.ndim(value) == 0})
+        self.rows.append(row)
+        fields = list(dict.fromkeys(key for row in self.rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def _current_learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -349,7 +385,7 @@ def format_table(records: Sequence[dict], column_key: str = "tau", metric: str =
     columns = sorted({record[column_key] for record in records})
     rows = []
     for record in records:
-        name = "Teacher" if record["role"] == "teacher" else record["method"]
+        name = _row_name(record)
         if name not in rows:
             rows.append(name)
     header = "| method | " + " | ".join(f"{column_key} = {value}" for value in columns) + " |"
@@ -360,8 +396,7 @@ def format_table(records: Sequence[dict], column_key: str = "tau", metric: str =
             scores = [
                 100.0 * record[metric]
                 for record in records
-                if record[column_key] == value
-                and ("Teacher" if record["role"] == "teacher" else record["method"]) == name
+                if record[column_key] == value and _row_name(record) == name
             ]
             if not scores:
                 cells.append("")
@@ -371,6 +406,11 @@ def format_table(records: Sequence[dict], column_key: str = "tau", metric: str =
                 cells.append(f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _row_name(record: dict) -> str:
+    """A table row's name: "Teacher", or the method's name in the paper ("KD-pt")."""
+    return "Teacher" if record["role"] == "teacher" else losses.label(record["method"])
 
 
 def write_results(output_dir: str, records: Sequence[dict], table: str, header: str = "") -> None:

@@ -220,3 +220,62 @@ def test_reported_accuracies_equal_the_keras_metrics():
     top5.update_state(labels, logits)
     np.testing.assert_allclose(results["accuracy"], float(accuracy.result()), rtol=1e-6)
     np.testing.assert_allclose(results["top5_accuracy"], float(top5.result()), rtol=1e-6)
+
+
+def test_sample_weight_trains_as_keras_model_fit_does():
+    """A Student-loss Distiller with sample weights makes the updates of a plain Keras model with the same
+    weights (Keras' "sum_over_batch_size": Σ w·loss / batch)."""
+    inputs, labels = data(64)
+    sample_weight = np.random.default_rng(3).uniform(0, 2, size=64).astype(np.float32)
+    plain = mlp(8, "plain", 2, batch_norm=False)
+    plain.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    plain.fit(inputs, labels, sample_weight=sample_weight, batch_size=16, shuffle=False, epochs=2, verbose=0)
+    student = mlp(8, "student", 2, batch_norm=False)
+    distiller = kd_tf.Distiller(student, None, losses.get("student"))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    distiller.fit(
+        inputs, labels, sample_weight=sample_weight, batch_size=16, shuffle=False, epochs=2, verbose=0
+    )
+    for got, want in zip(weights(student), weights(plain), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    unweighted = mlp(8, "unweighted", 2, batch_norm=False)
+    other = kd_tf.Distiller(unweighted, None, losses.get("student"))
+    other.compile(optimizer=keras.optimizers.SGD(0.5))
+    other.fit(inputs, labels, batch_size=16, shuffle=False, epochs=2, verbose=0)
+    assert max(np.abs(a - b).max() for a, b in zip(weights(unweighted), weights(student), strict=True)) > 1e-3
+
+
+def test_zero_weights_leave_what_the_other_half_alone_gives():
+    inputs, labels = data(32)
+    half = np.r_[np.ones(16), np.zeros(16)].astype(np.float32)
+    teacher = mlp(16, "teacher", 1)
+    loss = losses.get("kd", temperature=2.0, alpha=0.5)
+
+    def one_step(x, y, learning_rate, sample_weight=None):
+        student = mlp(8, "student", 2, batch_norm=False)
+        distiller = kd_tf.Distiller(student, teacher, loss)
+        distiller.compile(optimizer=keras.optimizers.SGD(learning_rate))
+        distiller.fit(
+            x, y, sample_weight=sample_weight, batch_size=len(x), shuffle=False, epochs=1, verbose=0
+        )
+        return distiller, weights(student)
+
+    # Hard and soft terms alike: the zero-weighted half adds nothing, and the sum is over the whole batch
+    # (32), so the step equals the half alone (16 examples) at half the rate.
+    weighted, weighted_weights = one_step(inputs, labels, 0.2, half)
+    alone, alone_weights = one_step(inputs[:16], labels[:16], 0.1)
+    for got, want in zip(weighted_weights, alone_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Metrics are weighted means: evaluating with the zero weights gives the first half's numbers.
+    with_weights = weighted.evaluate(
+        inputs, labels, sample_weight=half, batch_size=32, verbose=0, return_dict=True
+    )
+    first_half = weighted.evaluate(inputs[:16], labels[:16], batch_size=16, verbose=0, return_dict=True)
+    for name in ("loss", "hard_loss", "soft_loss", "accuracy", "top5_accuracy"):
+        assert with_weights[name] == pytest.approx(first_half[name], rel=1e-5), name
+
+
+def test_saving_a_distiller_says_to_save_its_student(tmp_path):
+    distiller = kd_tf.Distiller(mlp(4, "student", 2), mlp(8, "teacher", 1), losses.get("kd"))
+    with pytest.raises(NotImplementedError, match=r"distiller.student.save\(path\)"):
+        distiller.save(str(tmp_path / "d.keras"))

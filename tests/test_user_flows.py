@@ -4,6 +4,8 @@ The two-command flows (teacher, then a student from its directory), the preceden
 refused and interrupted `--overwrite`, Ctrl-C, SIGKILL at random moments, and two runs into one directory.
 """
 
+import csv
+import glob
 import hashlib
 import json
 import os
@@ -349,3 +351,42 @@ def test_sigkill_at_random_moments_never_prevents_the_resume_and_the_result_is_u
         assert sorted(got.files) == sorted(want.files)
         for name in want.files:
             np.testing.assert_array_equal(got[name], want[name])
+
+
+def _event_tags(directory) -> set:
+    import tensorflow as tf
+
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            tags.update(value.tag for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value)
+    return tags
+
+
+def test_a_table_writes_training_curves_and_paper_labels(tmp_path):
+    output_dir = tmp_path / "table"
+    check_ok(run_cli([*TINY, "--methods=kd_pt", f"--output_dir={output_dir}"]))
+    run_dir = output_dir / "runs" / "tau=0.8" / "seed=0" / "kd_pt"
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {
+        "learning_rate",
+        "loss",
+        "hard_loss",
+        "soft_loss",
+        "accuracy",
+        "top5_accuracy",
+        "val_accuracy",
+    } <= set(rows[0])
+    train_tags = _event_tags(run_dir / "logs" / "train")
+    assert {
+        "epoch_loss",
+        "epoch_hard_loss",
+        "epoch_soft_loss",
+        "epoch_accuracy",
+        "epoch_learning_rate",
+    } <= train_tags
+    assert "epoch_accuracy" in _event_tags(run_dir / "logs" / "validation")
+    table = (output_dir / "results.md").read_text()
+    assert "| KD-pt |" in table and "| kd_pt |" not in table
+    assert "one seed (0)" in table

@@ -19,6 +19,12 @@ NEEDS_CLASS_VECTORS = ("kd_sim", "kd_pt_sim")
 NEEDS_CLASS_PARENTS = ("kd_rel", "kd_pt_rel")
 
 
+def label(name: str) -> str:
+    """The paper's name of the method registered under the flag name `name` ("kd_pt" -> "KD-pt")."""
+    methods = registered()
+    return methods[name].paper_label if name in methods else name
+
+
 def get(name: str, **hyperparameters) -> DistillationLoss:
     """Returns the loss registered under the flag name `name`, built with `hyperparameters`.
 
@@ -44,6 +50,7 @@ __all__ = [
     "LabelSmoothing",
     "Student",
     "get",
+    "label",
     "pack_targets",
     "registered",
 ]

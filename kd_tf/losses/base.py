@@ -8,13 +8,17 @@ import tensorflow as tf
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 
 
-def register(name: str):
-    """Class decorator: makes a loss reachable as `kd_tf.losses.get(name)` and by the `--method` flag."""
+def register(name: str, label: str | None = None):
+    """Class decorator: makes a loss reachable as `kd_tf.losses.get(name)` and by the `--method` flag.
+
+    `label` is the method's name in the paper's tables ("KD-pt"), what result tables print.
+    """
 
     def decorate(cls):
         if name in _REGISTRY:
             raise ValueError(f"A loss is already registered as {name!r}: {_REGISTRY[name].__name__}.")
         cls.method_name = name
+        cls.paper_label = label or name
         _REGISTRY[name] = cls
         return keras.saving.register_keras_serializable(package="kd_tf")(cls)
 

@@ -37,7 +37,7 @@ def hierarchy_targets(class_parents, rel_target, rel_sibling):
     return table.astype(np.float32)
 
 
-@register("kd_rel")
+@register("kd_rel", label="KD-rel")
 class KDRel(DistillationLoss):
     """`q̃_t = a`, `b` for classes sharing `t`'s parent, `c` for the rest (`a ≥ b ≥ c ≥ 0`).
 

@@ -24,7 +24,7 @@ def similarity_targets(class_vectors, sim_power=1.0, sim_temperature=1.0):
     return (table / table.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-@register("kd_sim")
+@register("kd_sim", label="KD-sim")
 class KDSim(DistillationLoss):
     """`q̃ = softmax(sign(s)·|s|^ρ / T_sim)`, `s_i = cos(ŵ_t, ŵ_i)` over the teacher's class vectors.
 

@@ -23,7 +23,7 @@ def topk_distribution(topk_probs, topk_indices, num_classes):
     return tf.reshape(table, tf.concat([leading_shape, [num_classes]], axis=0))
 
 
-@register("kd_topk")
+@register("kd_topk", label="KD-topk")
 class KDTopK(DistillationLoss):
     """`q̃_i = q^T_i` for the `topk` most likely classes, the remaining mass uniform over the others.
 

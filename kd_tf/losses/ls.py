@@ -5,7 +5,7 @@ import tensorflow as tf
 from kd_tf.losses.base import DistillationLoss, check_range, register
 
 
-@register("ls")
+@register("ls", label="LS")
 class LabelSmoothing(DistillationLoss):
     """`(1 - ε)·H(y, p) + ε·KL(u ‖ p)` with `u` uniform over the `M` classes.
 

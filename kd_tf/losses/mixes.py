@@ -23,7 +23,7 @@ class _PtMix:
         return {**super().get_config(), "mix": self.mix}
 
 
-@register("kd_pt_sim")
+@register("kd_pt_sim", label="KD-pt+sim")
 class KDPtSim(_PtMix, KDSim):
     """`q̃ = mix·q̃_pt + (1 - mix)·q̃_sim` (the paper uses `mix = 0.5`).
 
@@ -38,7 +38,7 @@ class KDPtSim(_PtMix, KDSim):
         self.mix = float(mix)
 
 
-@register("kd_pt_rel")
+@register("kd_pt_rel", label="KD-pt+rel")
 class KDPtRel(_PtMix, KDRel):
     """`q̃ = mix·q̃_pt + (1 - mix)·q̃_rel`.
 

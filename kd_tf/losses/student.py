@@ -5,7 +5,7 @@ import tensorflow as tf
 from kd_tf.losses.base import DistillationLoss, register
 
 
-@register("student")
+@register("student", label="Student")
 class Student(DistillationLoss):
     """Cross-entropy `H(y, p)` with no teacher (`alpha = 0`).
 
