@@ -500,8 +500,14 @@ def _run_table(options: _Options) -> None:
     )
     table = experiment.format_table(records, study.column_key)
     experiment.write_results(options.output_dir, records, table, header)
+    experiment.write_results_figure(
+        options.output_dir, records, study.column_key, f"{options.dataset}: test accuracy, {seeds}"
+    )
     print("\n" + table)
-    print(f"Results: {os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN)} (and .json, .csv)")
+    print(
+        f"Results: {os.path.join(options.final_output_dir, experiment.RESULTS_MARKDOWN)} "
+        f"(and .json, .csv, {experiment.RESULTS_FIGURE})"
+    )
 
 
 def _run_teacher(options: _Options) -> None:

@@ -408,6 +408,35 @@ def format_table(records: Sequence[dict], column_key: str = "tau", metric: str =
     return "\n".join(lines) + "\n"
 
 
+RESULTS_FIGURE = "results.png"
+
+
+def table_cells(records: Sequence[dict], column_key: str, metric: str = "test_accuracy"):
+    """(row names, column values, mean %, std % over seeds) of a table's cells; `nan` where there is none
+    (a single seed has no spread)."""
+    columns = sorted({record[column_key] for record in records})
+    rows = list(dict.fromkeys(_row_name(record) for record in records))
+    means = np.full((len(rows), len(columns)), np.nan)
+    spreads = np.full_like(means, np.nan)
+    for i, name in enumerate(rows):
+        for j, value in enumerate(columns):
+            scores = [100.0 * r[metric] for r in records if r[column_key] == value and _row_name(r) == name]
+            if scores:
+                means[i, j] = np.mean(scores)
+                if len(scores) > 1:
+                    spreads[i, j] = np.std(scores, ddof=1)
+    return rows, columns, means, spreads
+
+
+def write_results_figure(output_dir: str, records: Sequence[dict], column_key: str, title: str) -> str:
+    """`results.png` beside `results.md`: accuracy per method and column, seed spread as error bars."""
+    from kd_tf import plots
+
+    rows, columns, means, spreads = table_cells(records, column_key)
+    labels = [f"τ = {value}" if column_key == "tau" else str(value) for value in columns]
+    return plots.accuracy_bars(rows, labels, means, spreads, os.path.join(output_dir, RESULTS_FIGURE), title)
+
+
 def _row_name(record: dict) -> str:
     """A table row's name: "Teacher", or the method's name in the paper ("KD-pt")."""
     return "Teacher" if record["role"] == "teacher" else losses.label(record["method"])

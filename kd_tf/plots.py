@@ -348,3 +348,42 @@ def predictor_scatter(panels: Sequence[tuple[str, np.ndarray]], outcome, path, y
         axis.set_ylabel(ylabel, fontsize=8)
         axis.tick_params(labelsize=7)
     return _save(figure, path)
+
+
+def accuracy_bars(rows: Sequence[str], columns: Sequence[str], means, spreads, path, title: str) -> str:
+    """A table run's result: test accuracy (%) per method (bars) and column (groups), with the spread over
+    seeds as error bars where `spreads` has them (`nan` for none).
+
+    Args:
+        rows: method labels, teacher first.
+        columns: column labels (e.g. "τ = 0.5").
+        means: `[len(rows), len(columns)]` accuracies in %, `nan` where a cell has no run.
+        spreads: same shape, standard deviations over seeds (`nan` for a single seed).
+    """
+    means, spreads = np.asarray(means, dtype=float), np.asarray(spreads, dtype=float)
+    if means.shape != (len(rows), len(columns)) or spreads.shape != means.shape:
+        raise ValueError(
+            f"`means` and `spreads` must have shape {(len(rows), len(columns))}. "
+            f"Received: {means.shape} and {spreads.shape}"
+        )
+    figure = _new_figure(max(4.0, 1.2 + 0.45 * len(rows) * len(columns)), 3.0)
+    axis = figure.subplots()
+    width = 0.8 / len(rows)
+    centres = np.arange(len(columns))
+    for i, row in enumerate(rows):
+        errors = np.where(np.isfinite(spreads[i]), spreads[i], 0.0) if np.isfinite(spreads[i]).any() else None
+        axis.bar(
+            centres + (i - (len(rows) - 1) / 2) * width, means[i], width, yerr=errors, capsize=2, label=row
+        )
+    spread = np.where(np.isfinite(spreads), spreads, 0.0)
+    finite = np.isfinite(means)
+    if finite.any():
+        low, high = float((means - spread)[finite].min()), float((means + spread)[finite].max())
+        margin = max(1.0, 0.15 * (high - low))
+        axis.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+    axis.set_xticks(centres, list(columns), fontsize=8)
+    axis.set_ylabel("test accuracy (%)", fontsize=8)
+    axis.set_title(title, fontsize=9)
+    axis.tick_params(labelsize=7)
+    axis.legend(fontsize=7, ncol=min(len(rows), 5), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    return _save(figure, path)

@@ -83,3 +83,14 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="bins"):
         plots.probability_histograms({"a": [0.5]}, tmp_path / "x.png", bins=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_accuracy_bars_draw_a_table_with_seed_spreads(tmp_path):
+    means = np.array([[60.0, 61.5], [42.0, np.nan]])
+    spreads = np.array([[0.5, 0.4], [np.nan, np.nan]])
+    path = plots.accuracy_bars(
+        ["Teacher", "KD"], ["τ = 0.0", "τ = 0.9"], means, spreads, tmp_path / "r.png", "t"
+    )
+    assert open(path, "rb").read()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="must have shape"):
+        plots.accuracy_bars(["Teacher"], ["a", "b"], means, spreads, tmp_path / "bad.png", "t")

@@ -390,3 +390,4 @@ def test_a_table_writes_training_curves_and_paper_labels(tmp_path):
     table = (output_dir / "results.md").read_text()
     assert "| KD-pt |" in table and "| kd_pt |" not in table
     assert "one seed (0)" in table
+    assert (output_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
