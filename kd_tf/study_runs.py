@@ -79,8 +79,9 @@ def _data_options(options) -> dict:
 
 
 def _train_configs(options):
-    teacher = options.train_config("teacher", verbose=0)
-    student = options.train_config("student", verbose=0)
+    # Hundreds of small cells: each keeps its record, and its curves only while it trains (no TensorBoard).
+    teacher = dataclasses.replace(options.train_config("teacher", verbose=0), tensorboard=False)
+    student = dataclasses.replace(options.train_config("student", verbose=0), tensorboard=False)
     if options.flags.quick:
         teacher = dataclasses.replace(teacher, **QUICK_TRAIN)
         student = dataclasses.replace(student, **QUICK_TRAIN)
