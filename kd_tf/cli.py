@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, losses, outputs, runtime
+from kd_tf import experiment, losses, outputs, paper, runtime
 from kd_tf.checkpoint import DirectoryInUseError
 from kd_tf.io import atomic_write_text
 
@@ -156,6 +156,10 @@ class _Options:
         if name in preset and not _was_set(self.flags, name):
             return preset[name]
         return self.flags[name].value
+
+    def paper_column(self) -> dict[str, str] | None:
+        """The paper's numbers for this run's table (Tables 2, 4 and 6), or `None` where it has none."""
+        return paper.accuracy_column(self.dataset, self.flags.teacher_label_smoothing > 0) or None
 
     def trained_methods(self) -> list[str]:
         """The methods this mode builds a loss for: the only ones whose values are checked."""
@@ -498,7 +502,12 @@ def _run_table(options: _Options) -> None:
         f"# {options.dataset}: test accuracy (%) at the best validation epoch, {seeds}\n\n"
         f"Command: `{' '.join(sys.argv)}`\n\n"
     )
-    table = experiment.format_table(records, study.column_key)
+    table = experiment.format_table(records, study.column_key, paper=options.paper_column())
+    if options.dataset == "synthetic":
+        table += (
+            "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
+            "line up with ours):\n\n" + paper.table1_markdown()
+        )
     experiment.write_results(options.output_dir, records, table, header)
     experiment.write_results_figure(
         options.output_dir, records, study.column_key, f"{options.dataset}: test accuracy, {seeds}"
@@ -556,7 +565,7 @@ def _run_student(options: _Options) -> None:
 
 
 def _finish_single(options: _Options, records, column_key) -> None:
-    table = experiment.format_table(records, column_key)
+    table = experiment.format_table(records, column_key, paper=options.paper_column())
     header = f"# {options.dataset}\n\nCommand: `{' '.join(sys.argv)}`\n\n"
     experiment.write_results(options.output_dir, records, table, header)
     print("\n" + table)

@@ -16,6 +16,7 @@ import numpy as np
 import data as datasets
 import models
 from kd_tf import losses, runtime
+from kd_tf import paper as paper_numbers
 from kd_tf.checkpoint import EpochCheckpoint
 from kd_tf.distiller import Distiller, class_vectors
 from kd_tf.io import atomic_write_text, read_json  # noqa: F401 (read_json is re-exported)
@@ -380,30 +381,42 @@ def load_teacher(directory: str, dataset: str, num_classes: int, data_options: d
     return teacher, info
 
 
-def format_table(records: Sequence[dict], column_key: str = "tau", metric: str = "test_accuracy") -> str:
-    """Markdown table: one row per method (teacher first), one column per `column_key` value, mean ± std."""
-    columns = sorted({record[column_key] for record in records})
-    rows = []
-    for record in records:
-        name = _row_name(record)
-        if name not in rows:
-            rows.append(name)
-    header = "| method | " + " | ".join(f"{column_key} = {value}" for value in columns) + " |"
-    lines = [header, "|---" * (len(columns) + 1) + "|"]
-    for name in rows:
-        cells = []
-        for value in columns:
-            scores = [
-                100.0 * record[metric]
-                for record in records
-                if record[column_key] == value and _row_name(record) == name
-            ]
-            if not scores:
-                cells.append("")
-            elif len(scores) == 1:
-                cells.append(f"{scores[0]:.2f}")
-            else:
-                cells.append(f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1):.2f}")
+def format_table(
+    records: Sequence[dict],
+    column_key: str = "tau",
+    metric: str = "test_accuracy",
+    paper: dict[str, str] | None = None,
+) -> str:
+    """Markdown table: one row per method (teacher first, the paper's labels), one column per `column_key`
+    value, mean ± std over seeds; then the teacher–student gap and KD's share of it. `paper` (row label ->
+    the paper's cell) adds a column with the paper's numbers."""
+    rows, columns, means, spreads = table_cells(records, column_key, metric)
+    header = "| method | " + " | ".join(f"{column_key} = {value}" for value in columns)
+    header += " | paper |" if paper else " |"
+    width = len(columns) + 1 + bool(paper)
+    lines = [header, "|---" * width + "|"]
+    for i, name in enumerate(rows):
+        cells = [
+            ""
+            if not np.isfinite(mean)
+            else f"{mean:.2f}"
+            if not np.isfinite(std)
+            else f"{mean:.2f} ± {std:.2f}"
+            for mean, std in zip(means[i], spreads[i], strict=True)
+        ]
+        if paper:
+            cells.append(paper.get(name, ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    per_column = [
+        paper_numbers.gap_rows(dict(zip(rows, means[:, j], strict=True))) for j in range(len(columns))
+    ]
+    if paper:
+        per_column.append(
+            paper_numbers.gap_rows({row: float(cell.split()[0]) for row, cell in paper.items()})
+        )
+    names = list(dict.fromkeys(name for column in per_column for name, _ in column))
+    for name in names:
+        cells = [dict(column).get(name, "") for column in per_column]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import keras
 
 import data.ptb
 import models
-from kd_tf import experiment, language_model
+from kd_tf import experiment, language_model, losses, paper
 from kd_tf.io import atomic_write_text
 
 
@@ -94,10 +94,14 @@ def run(options) -> None:
     atomic_write_text(
         os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
     )
+    label = "Teacher" if flag_values.mode == "teacher" else losses.label(method)
+    published = paper.TABLE3.get(label)
+    published = "" if published is None else f"{published[0]:.2f} / {published[1]:.2f}"
     table = (
-        "| model | method | parameters | validation ppl | test ppl |\n|---|---|---|---|---|\n"
-        f"| {flag_values.mode} | {method} | {record['parameters']:,} | {record['validation_perplexity']:.2f} | "
-        f"{record['test_perplexity']:.2f} |\n"
+        "| model | method | parameters | validation ppl | test ppl | paper (validation / test) |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {flag_values.mode} | {label} | {record['parameters']:,} | {record['validation_perplexity']:.2f} | "
+        f"{record['test_perplexity']:.2f} | {published} |\n"
     )
     header = f"# PTB\n\nCommand: `{' '.join(sys.argv)}`\n\n"
     experiment.write_results(output_dir, [record], table, header)

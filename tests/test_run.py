@@ -43,7 +43,10 @@ def test_tiny_table_writes_well_formed_results(tmp_path):
     assert {"tau", "seed", "method", "test_accuracy", "hyperparameters.temperature"} <= set(rows[0])
     table = open(os.path.join(output_dir, "results.md")).read()
     assert "| method | tau = 0.8 |" in table
-    assert table.count("\n| ") == 1 + len(methods)  # header + one row per method
+    ours = table.split("The paper's Table 1")[0]
+    assert ours.count("\n| ") == 1 + len(methods) + 2  # header, a row per method, the gap and KD's share
+    assert "| KD's share of the gap |" in table
+    assert "The paper's Table 1" in table
     # A finished table is never overwritten silently.
     with pytest.raises(cli.UserError, match="already holds results"):
         run_in_process([*TINY, f"--output_dir={output_dir}"])

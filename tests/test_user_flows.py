@@ -229,6 +229,8 @@ def test_ptb_teacher_then_kd_topk_student_in_two_processes(tmp_path):
     )
     (record,) = results(student_dir)
     assert record["method"] == "kd_topk"
+    assert "| student | KD-topk |" in open(os.path.join(student_dir, "results.md")).read()
+    assert "| 63.59 / 60.85 |" in open(os.path.join(student_dir, "results.md")).read()
     # The flagfile's k and the command line's T, exactly; no preset reaches PTB.
     assert record["hyperparameters"]["topk"] == 5 and record["hyperparameters"]["temperature"] == 2.0
     assert np.isfinite(record["validation_perplexity"]) and record["validation_perplexity"] > 1
