@@ -65,8 +65,9 @@ def input_shape_of(splits: datasets.Splits):
     return tuple(inputs_spec.shape[1:])
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int, precision: str):
-    learning_rate = make_learning_rate(
+def learning_rate_of(config: TrainConfig, steps_per_epoch: int):
+    """The run's learning rate: a float, or the schedule (boundaries and warm-up in steps)."""
+    return make_learning_rate(
         config.lr_schedule,
         config.learning_rate,
         steps_per_epoch=steps_per_epoch,
@@ -74,6 +75,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, precision: str):
         multipliers=config.lr_multipliers,
         warmup_epochs=config.warmup_epochs,
     )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, precision: str):
+    learning_rate = learning_rate_of(config, steps_per_epoch)
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate)
     elif config.optimizer == "sgd":

@@ -5,28 +5,14 @@ import subprocess
 import sys
 import time
 
+import tiny
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "run.py")
 
-# The tiny synthetic preset of `runner.TINY_SYNTHETIC`, with 8 classes in 2 super-classes: KD-rel's default
-# a and b do not fit it, so a mode that checked methods it does not train would refuse these flags.
-TINY = [
-    "--num_classes=8",
-    "--num_superclasses=2",
-    "--dim=16",
-    "--difficulty=1",
-    "--train_examples=256",
-    "--validation_examples=128",
-    "--test_examples=128",
-    "--batch_size=64",
-    "--epochs=2",
-    "--teacher_epochs=2",
-    "--teacher_width=16",
-    "--student_width=4",
-    "--taus=0.8",
-    "--progress=none",
-    "--jit_compile=false",
-]
+# The tiny synthetic preset (tests/tiny.py), one column, two teacher epochs. Its 8 classes in 2 super-classes
+# do not fit KD-rel's default a and b: a mode that checked methods it does not train would refuse it.
+TINY = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8"]
 
 
 def environment() -> dict:

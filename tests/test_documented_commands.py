@@ -14,27 +14,17 @@ import subprocess
 import sys
 
 import pytest
+import tiny
 from cli_process import ROOT, environment
 
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
 SYNTHETIC = [
-    "--num_classes=8",
-    "--num_superclasses=2",
-    "--dim=16",
-    "--difficulty=1",
-    "--train_examples=256",
-    "--validation_examples=128",
-    "--test_examples=128",
-    "--batch_size=64",
+    *tiny.SYNTHETIC,
     "--epochs=1",
     "--teacher_epochs=1",
-    "--teacher_width=16",
-    "--student_width=4",
     "--topk=3",
     "--rel_target=0.5",
     "--rel_sibling=0.1",
-    "--progress=none",
-    "--jit_compile=false",
 ]
 FIGURES = [  # the figure pipeline keeps 40 classes (its KD-topk sweep goes up to k = 40)
     "--train_examples=512",

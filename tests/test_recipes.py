@@ -18,7 +18,7 @@ from absl.testing import flagsaver
 import data.cifar100
 import data.imagenet
 import run  # noqa: F401 (defines the flags)
-from kd_tf import cli, experiment, schedules
+from kd_tf import cli, experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_EXAMPLES = {"cifar100": data.cifar100.TRAIN_SIZE, "imagenet": data.imagenet.TRAIN_EXAMPLES}
@@ -53,14 +53,7 @@ def resolve(flagfile: str) -> dict:
         if dataset in TRAIN_EXAMPLES:
             config = options.train_config(role, verbose=0)
             steps = TRAIN_EXAMPLES[dataset] // config.batch_size
-            schedule = schedules.make_learning_rate(
-                config.lr_schedule,
-                config.learning_rate,
-                steps_per_epoch=steps,
-                boundary_epochs=config.lr_boundary_epochs,
-                multipliers=config.lr_multipliers,
-                warmup_epochs=config.warmup_epochs,
-            ).get_config()
+            schedule = experiment.learning_rate_of(config, steps).get_config()
             values["nesterov"] = _format(config.nesterov)
             values["steps per epoch"] = str(steps)
             values["lr boundaries (steps)"] = _format(schedule["boundaries"])
