@@ -20,7 +20,7 @@ import re
 import keras
 from absl import logging
 
-from kd_tf.io import atomic_write_text, read_json
+from kd_tf.io import atomic_write_text, read_json, replaced_atomically
 
 POINTER = "latest.json"
 _WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.h5$")
@@ -30,12 +30,19 @@ def _weights_name(epoch: int) -> str:
     return f"epoch-{epoch:05d}.weights.h5"
 
 
+def _pointer(directory: str) -> tuple[int, str] | None:
+    """(epoch, weights file) that `latest.json` names, or `None` without a readable pointer."""
+    try:
+        named = read_json(os.path.join(directory, POINTER))
+        return int(named["epoch"]), str(named["weights"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def finished_epochs(directory: str) -> int:
     """Epochs the newest checkpoint in `directory` claims to hold (0 for none); opens no weights file."""
-    try:
-        return int(read_json(os.path.join(directory, POINTER))["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    pointer = _pointer(directory)
+    return pointer[0] if pointer else 0
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -61,11 +68,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if match:
                 found.append((int(match.group(1)), os.path.basename(path)))
         found.sort(reverse=True)
-        pointer = os.path.join(self.directory, POINTER)
-        try:
-            named = read_json(pointer)
-            first = (int(named["epoch"]), str(named["weights"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        first = _pointer(self.directory)
+        if first is None:
             return found  # no pointer yet (or an unreadable one): the files alone
         return [first, *(entry for entry in found if entry != first and entry[0] < first[0])]
 
@@ -102,11 +106,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         finished = epoch + 1
-        os.makedirs(self.directory, exist_ok=True)
         name = _weights_name(finished)
-        temporary = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, os.path.join(self.directory, name))
+        with replaced_atomically(os.path.join(self.directory, name)) as temporary:
+            self.model.save_weights(temporary, overwrite=True)
         atomic_write_text(
             os.path.join(self.directory, POINTER), json.dumps({"epoch": finished, "weights": name}) + "\n"
         )
@@ -115,8 +117,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if old_epoch < finished:
                 _remove_quietly(os.path.join(self.directory, old_name))
         for leftover in glob.glob(os.path.join(self.directory, ".tmp-*")):
-            if not leftover.endswith(name):
-                _remove_quietly(leftover)
+            _remove_quietly(leftover)
 
 
 def _remove_quietly(path: str) -> None:

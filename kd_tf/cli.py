@@ -15,18 +15,19 @@ from kd_tf import experiment, losses, outputs, paper, runtime
 from kd_tf.checkpoint import DirectoryInUseError
 from kd_tf.io import atomic_write_text
 
-# A dataset's preset: values applied to every flag the user did not set (`_Options.value`). The synthetic
-# study's come from the search in BUILD.md ("Training", "Method hyperparameters"); the other datasets' recipes
-# live in their flagfiles (configs/).
-FLAG_PRESETS = {"synthetic": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3}}
-# Per-method values of a dataset's preset (`_resolve_overrides`).
+# A dataset's preset: values applied to every flag the user did not set, globally ("flags", `_Options.value`)
+# or for one method ("methods", `_resolve_overrides`). The synthetic study's come from the search in BUILD.md
+# ("Training", "Method hyperparameters"); the other datasets' recipes live in their flagfiles (configs/).
 PRESETS = {
     "synthetic": {
-        "kd_pt": {"temperature": 1.0, "alpha": 0.3},
-        "kd_sim": {"temperature": 1.0, "alpha": 0.3},
-        "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
-        "kd_rel": {"temperature": 1.0, "alpha": 0.1},
-        "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
+        "flags": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3},
+        "methods": {
+            "kd_pt": {"temperature": 1.0, "alpha": 0.3},
+            "kd_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_rel": {"temperature": 1.0, "alpha": 0.1},
+            "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
+        },
     }
 }
 
@@ -137,7 +138,7 @@ class _Options:
         an explicit `--method_overrides` value > a flag the user set > the dataset's preset > a flag default.
         So a preset value (`PRESETS`) applies only where the user set neither the flag nor an override.
         """
-        preset = PRESETS.get(self.dataset, {})
+        preset = PRESETS.get(self.dataset, {}).get("methods", {})
         resolved = {}
         for method in losses.NAMES:
             values = {
@@ -152,12 +153,12 @@ class _Options:
 
     def value(self, name: str):
         """A flag's value by the precedence rule: set by the user > the dataset's preset > the default."""
-        preset = FLAG_PRESETS.get(self.dataset, {})
+        preset = PRESETS.get(self.dataset, {}).get("flags", {})
         if name in preset and not _was_set(self.flags, name):
             return preset[name]
         return self.flags[name].value
 
-    def paper_column(self) -> dict[str, str] | None:
+    def paper_column(self) -> dict[str, tuple] | None:
         """The paper's numbers for this run's table (Tables 2, 4 and 6), or `None` where it has none."""
         return paper.accuracy_column(self.dataset, self.flags.teacher_label_smoothing > 0) or None
 
@@ -309,15 +310,11 @@ class _Options:
                 "validation_examples": flag_values.validation_examples,
                 "test_examples": flag_values.test_examples,
             }
-        if self.dataset == "cifar100":
-            return {
-                "data_dir": flag_values.data_dir,
-                "augment": flag_values.augment,
-                "color_augment": flag_values.color_augment,
-                "crop_padding": flag_values.crop_padding,
-            }
-        if self.dataset == "digits":
-            return {"data_dir": flag_values.data_dir, "augment": flag_values.augment}
+        if self.dataset in ("cifar100", "digits"):
+            options = {"data_dir": flag_values.data_dir, "augment": flag_values.augment}
+            if self.dataset == "cifar100":  # digits keeps its own: no colour jitter, padding 2
+                options.update(color_augment=flag_values.color_augment, crop_padding=flag_values.crop_padding)
+            return options
         if self.dataset == "imagenet":
             dtype = "bfloat16" if flag_values.precision == "mixed_bfloat16" else "float32"
             return {

@@ -19,7 +19,7 @@ from kd_tf import losses, runtime
 from kd_tf import paper as paper_numbers
 from kd_tf.checkpoint import EpochCheckpoint
 from kd_tf.distiller import Distiller, class_vectors
-from kd_tf.io import atomic_write_text, read_json  # noqa: F401 (read_json is re-exported)
+from kd_tf.io import atomic_write_text, read_json, replaced_atomically  # noqa: F401 (read_json is re-exported)
 from kd_tf.schedules import make_learning_rate
 
 TEACHER_FILE = "teacher.keras"
@@ -113,10 +113,8 @@ class BestValidation(keras.callbacks.Callback):
             self.best_accuracy, self.best_epoch = float(accuracy), epoch
             self.best_weights = [np.array(w) for w in self.model_to_keep.get_weights()]
             if self.state_path:
-                os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
-                temporary = self.state_path + ".tmp.npz"
-                np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
-                os.replace(temporary, self.state_path + ".npz")
+                with replaced_atomically(self.state_path + ".npz") as temporary:
+                    np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
         if self.state_path:
             atomic_write_text(
                 self.state_path + ".json",
@@ -308,15 +306,8 @@ def method_hyperparameters(method: str, values: dict) -> dict:
 
 def save_model(model: keras.Model, path: str) -> None:
     """`model.save(path)` through a temporary name and a rename: `path` is whole or absent, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    with replaced_atomically(path) as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def load_model(path: str) -> keras.Model:
@@ -390,40 +381,40 @@ def format_table(
     records: Sequence[dict],
     column_key: str = "tau",
     metric: str = "test_accuracy",
-    paper: dict[str, str] | None = None,
+    paper: dict[str, tuple] | None = None,
 ) -> str:
     """Markdown table: one row per method (teacher first, the paper's labels), one column per `column_key`
     value, mean ± std over seeds; then the teacher–student gap and KD's share of it. `paper` (row label ->
-    the paper's cell) adds a column with the paper's numbers."""
+    the paper's (mean, spread or `None`)) adds a column with the paper's numbers."""
     rows, columns, means, spreads = table_cells(records, column_key, metric)
     header = "| method | " + " | ".join(f"{column_key} = {value}" for value in columns)
     header += " | paper |" if paper else " |"
     width = len(columns) + 1 + bool(paper)
     lines = [header, "|---" * width + "|"]
     for i, name in enumerate(rows):
-        cells = [
-            ""
-            if not np.isfinite(mean)
-            else f"{mean:.2f}"
-            if not np.isfinite(std)
-            else f"{mean:.2f} ± {std:.2f}"
-            for mean, std in zip(means[i], spreads[i], strict=True)
-        ]
+        cells = [_cell(mean, std) for mean, std in zip(means[i], spreads[i], strict=True)]
         if paper:
-            cells.append(paper.get(name, ""))
+            cells.append(_cell(*paper.get(name, (np.nan, None))))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     per_column = [
         paper_numbers.gap_rows(dict(zip(rows, means[:, j], strict=True))) for j in range(len(columns))
     ]
     if paper:
-        per_column.append(
-            paper_numbers.gap_rows({row: float(cell.split()[0]) for row, cell in paper.items()})
-        )
+        per_column.append(paper_numbers.gap_rows({row: mean for row, (mean, _) in paper.items()}))
     names = list(dict.fromkeys(name for column in per_column for name, _ in column))
     for name in names:
         cells = [dict(column).get(name, "") for column in per_column]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(mean: float, spread: float | None) -> str:
+    """A table cell: `mean`, or `mean ± spread`; empty without a mean."""
+    if not np.isfinite(mean):
+        return ""
+    if spread is None or not np.isfinite(spread):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {spread:.2f}"
 
 
 RESULTS_FIGURE = "results.png"
@@ -433,12 +424,12 @@ def table_cells(records: Sequence[dict], column_key: str, metric: str = "test_ac
     """(row names, column values, mean %, std % over seeds) of a table's cells; `nan` where there is none
     (a single seed has no spread)."""
     columns = sorted({record[column_key] for record in records})
-    rows = list(dict.fromkeys(_row_name(record) for record in records))
+    rows = list(dict.fromkeys(row_label(record) for record in records))
     means = np.full((len(rows), len(columns)), np.nan)
     spreads = np.full_like(means, np.nan)
     for i, name in enumerate(rows):
         for j, value in enumerate(columns):
-            scores = [100.0 * r[metric] for r in records if r[column_key] == value and _row_name(r) == name]
+            scores = [100.0 * r[metric] for r in records if r[column_key] == value and row_label(r) == name]
             if scores:
                 means[i, j] = np.mean(scores)
                 if len(scores) > 1:
@@ -455,7 +446,7 @@ def write_results_figure(output_dir: str, records: Sequence[dict], column_key: s
     return plots.accuracy_bars(rows, labels, means, spreads, os.path.join(output_dir, RESULTS_FIGURE), title)
 
 
-def _row_name(record: dict) -> str:
+def row_label(record: dict) -> str:
     """A table row's name: "Teacher", or the method's name in the paper ("KD-pt")."""
     return "Teacher" if record["role"] == "teacher" else losses.label(record["method"])
 

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str) -> Iterator[str]:
+    """Yields a temporary path beside `path` (same name, so writers that check suffixes accept it); when the
+    block ends normally it is renamed onto `path`, otherwise removed. `path` is whole or untouched."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from kd_tf.io import replaced_atomically
+
 
 def perplexity(mean_cross_entropy: float) -> float:
     """`exp` of a mean per-token cross-entropy (in nats); `inf` where that overflows."""
@@ -458,12 +460,8 @@ def _save_state(path: str, model, *, averager, best_weights, **scalars) -> None:
         arrays.update({f"average/{i}": np.asarray(v) for i, v in enumerate(averager.averages)})
         scalars["count"] = float(averager.count.numpy())
     arrays["state"] = np.asarray(json.dumps(scalars))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(temporary, "wb") as handle:
+    with replaced_atomically(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(temporary, path)
 
 
 def _load_state(path: str, model) -> dict:

@@ -10,7 +10,7 @@ import keras
 
 import data.ptb
 import models
-from kd_tf import experiment, language_model, losses, paper
+from kd_tf import experiment, language_model, paper
 from kd_tf.io import atomic_write_text
 
 
@@ -94,7 +94,7 @@ def run(options) -> None:
     atomic_write_text(
         os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
     )
-    label = "Teacher" if flag_values.mode == "teacher" else losses.label(method)
+    label = experiment.row_label(record)
     published = paper.TABLE3.get(label)
     published = "" if published is None else f"{published[0]:.2f} / {published[1]:.2f}"
     table = (

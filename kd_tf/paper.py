@@ -55,14 +55,11 @@ TABLE3 = {
 }
 
 
-def accuracy_column(dataset: str, label_smoothed_teacher: bool = False) -> dict[str, str]:
-    """Row label -> the paper's accuracy cell for a one-column table of `dataset` (empty if none)."""
+def accuracy_column(dataset: str, label_smoothed_teacher: bool = False) -> dict[str, tuple]:
+    """Row label -> the paper's (accuracy, spread or `None`) for a table of `dataset` (empty if none)."""
     if dataset == "cifar100" and label_smoothed_teacher:
-        return {row: f"{value:.2f}" for row, value in TABLE4_LS_TEACHER.items()}
-    cells = {}
-    for row, (mean, std) in TABLE2.get(dataset, {}).items():
-        cells[row] = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-    return cells
+        return {row: (value, None) for row, value in TABLE4_LS_TEACHER.items()}
+    return dict(TABLE2.get(dataset, {}))
 
 
 def gap_rows(means: dict[str, float]) -> list[tuple[str, str]]:

@@ -303,10 +303,11 @@ def run_data_efficiency(
 
 
 def _finish_cell(directory: str, record: dict) -> None:
-    """Stores the cell's record, then drops its checkpoints and curves (a finished cell is never resumed)."""
+    """Stores the cell's record, then drops its checkpoints (a finished cell is never resumed); its
+    `history.csv` stays."""
     experiment._store(directory, record)
     shutil.rmtree(os.path.join(directory, "backup"), ignore_errors=True)
-    for name in ("best.json", "best.npz", "history.csv"):
+    for name in ("best.json", "best.npz"):
         if os.path.exists(os.path.join(directory, name)):
             os.remove(os.path.join(directory, name))
 

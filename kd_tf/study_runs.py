@@ -79,7 +79,7 @@ def _data_options(options) -> dict:
 
 
 def _train_configs(options):
-    # Hundreds of small cells: each keeps its record, and its curves only while it trains (no TensorBoard).
+    # Hundreds of small cells: each keeps its record and history.csv, without TensorBoard logs.
     teacher = dataclasses.replace(options.train_config("teacher", verbose=0), tensorboard=False)
     student = dataclasses.replace(options.train_config("student", verbose=0), tensorboard=False)
     if options.flags.quick:

@@ -118,12 +118,16 @@ GROUPS = {
 }
 
 
+PROGRAMS = ("python", "tensorboard")  # the commands a reader is told to run
+
+
 def _words(text: str) -> tuple:
     return tuple(shlex.split(text))
 
 
 def documented_commands() -> set:
-    """The words of every `python ...` command in README.md and BUILD.md (code lines and inline spans)."""
+    """The words of every `python ...` and `tensorboard ...` command in README.md and BUILD.md (code lines
+    and inline spans)."""
     found = set()
     for name in ("README.md", "BUILD.md"):
         text = open(os.path.join(ROOT, name), encoding="utf-8").read()
@@ -140,13 +144,13 @@ def documented_commands() -> set:
                     continue
                 pending = ""
                 words = shlex.split(line, comments=True)
-                while "python" in words:
-                    words = words[words.index("python") :]
+                while set(PROGRAMS) & set(words):
+                    words = words[min(words.index(p) for p in PROGRAMS if p in words) :]
                     end = words.index("&&") if "&&" in words else len(words)
                     found.add(tuple(words[:end]))
                     words = words[end:]
             else:
-                for span in re.findall(r"`(python [^`]*)`", line):
+                for span in re.findall(r"`((?:python|tensorboard) [^`]*)`", line):
                     found.add(_words(span))
     return found
 

@@ -194,8 +194,8 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     assert {path: os.path.getmtime(path) for path in kept} == kept
     _, rows_again = _csv_rows(os.path.join(output_dir, studies.DATA_EFFICIENCY_CSV))
     assert len(rows_again) == len(expected)
-    # Finished cells keep their record and nothing else.
-    assert sorted(os.listdir(os.path.dirname(lost))) == ["record.json"]
+    # Finished cells keep their record and training curve, no checkpoint.
+    assert sorted(os.listdir(os.path.dirname(lost))) == ["history.csv", "record.json"]
 
 
 def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
