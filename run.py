@@ -282,6 +282,27 @@ _JIT_COMPILE = flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"
 _PRECISION = flags.DEFINE_enum("precision", "float32", runtime.PRECISIONS, "Compute precision.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", runtime.STRATEGIES, "Distribution strategy.")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
+_COLLECTIVE_TIMEOUT = flags.DEFINE_float(
+    "collective_timeout",
+    300.0,
+    "--strategy=multi_worker_mirrored: seconds a collective waits for the other workers before the run stops "
+    "with an error naming the lost worker (0: wait forever).",
+    lower_bound=0,
+)
+_SYNC_BATCH_NORM = flags.DEFINE_bool(
+    "sync_batch_norm",
+    False,
+    "Batch normalisation over the global batch of every replica and worker (an all-reduce per BN layer), so "
+    "that data-parallel training makes the single-process update; off: each replica's own statistics, as "
+    "the paper's TPU and GPU recipes computed them.",
+)
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices",
+    1,
+    "Split the CPU into this many logical devices, so that --strategy=mirrored has that many replicas on a "
+    "machine without accelerators (a rehearsal of a multi-device run).",
+    lower_bound=1,
+)
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Seeded, op-deterministic run.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 _TENSORBOARD = flags.DEFINE_bool(

@@ -73,16 +73,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return found  # no pointer yet (or an unreadable one): the files alone
         return [first, *(entry for entry in found if entry != first and entry[0] < first[0])]
 
-    def restorable_epoch(self) -> int:
+    def restorable_epoch(self, at_most: int | None = None) -> int:
         """Epochs finished by the newest checkpoint that opens; 0 when there is none (a fresh start).
 
         A damaged file is reported and skipped: the run falls back to the previous epoch's file, or starts
-        over when no file opens.
+        over when no file opens. `at_most` skips newer checkpoints (workers resuming where all of them can).
         """
         import h5py
 
         self._restore = None
         for epoch, name in self._candidates():
+            if at_most is not None and epoch > at_most:
+                continue
             path = os.path.join(self.directory, name)
             try:
                 with h5py.File(path, "r"):
@@ -93,7 +95,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 continue
             self._restore = (epoch, name)
             return epoch
-        if os.path.isdir(self.directory) and os.listdir(self.directory):
+        if at_most is None and os.path.isdir(self.directory) and os.listdir(self.directory):
             print(f"Warning: no usable checkpoint in {self.directory}; training starts over.", flush=True)
         return 0
 

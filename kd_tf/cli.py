@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
+import shutil
 import sys
 
 import keras
@@ -12,7 +15,7 @@ import tensorflow as tf
 
 import data as datasets
 from kd_tf import experiment, losses, outputs, paper, runtime
-from kd_tf.checkpoint import DirectoryInUseError
+from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
 
 # A dataset's preset: values applied to every flag the user did not set, globally ("flags", `_Options.value`)
@@ -44,6 +47,7 @@ WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot")
 KNOWN_CLASSES = {"cifar100": 100, "digits": 10, "imagenet": 1000}
 NEEDS_DATA_DIR = ("imagenet", "ptb")
 SWEEPS = ("data_efficiency", "sweet_spot")
+MULTI_WORKER_MODES = ("table", "teacher", "student")
 
 
 class UserError(Exception):
@@ -59,14 +63,21 @@ def run(flag_values) -> None:
     """
     options = _Options(flag_values)
     options.check()
+    if flag_values.cpu_devices > 1:
+        runtime.split_cpu(flag_values.cpu_devices)
     if flag_values.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(options.seeds[0])
     runtime.set_precision(flag_values.precision)
     try:
-        strategy = runtime.make_strategy(flag_values.strategy, flag_values.tpu)
+        strategy = runtime.make_strategy(
+            flag_values.strategy, flag_values.tpu, collective_timeout=flag_values.collective_timeout or None
+        )
     except (ValueError, tf.errors.OpError) as error:
         raise UserError(f"--strategy={flag_values.strategy}: {error}") from error
+    worker = runtime.worker_of(strategy)
+    if not worker.chief:
+        return _run_as_worker(options, strategy, worker)
     if flag_values.mode not in WRITING_MODES:
         return _run_mode(options, strategy)
     try:
@@ -77,6 +88,28 @@ def run(flag_values) -> None:
         raise UserError(str(error)) from error
     finally:
         options.output_dir = options.final_output_dir
+
+
+def _run_as_worker(options: _Options, strategy, worker: runtime.Worker) -> None:
+    """A worker other than the chief: the same training, its files in `<output_dir>/workertemp_<index>/`.
+
+    It trains every model with the chief (each step's gradients are summed across workers) and keeps its own
+    checkpoints, records and copy of the teacher there, so that it can resume as the chief does. The chief
+    alone writes the results; a worker removes its directory once the run has finished.
+    """
+    work_dir = os.path.join(options.final_output_dir, outputs.worker_directory(worker.index))
+    try:
+        with DirectoryLock(work_dir):
+            options.output_dir = work_dir
+            _run_mode(options, strategy)
+    except DirectoryInUseError as error:
+        raise UserError(str(error)) from error
+    finally:
+        options.output_dir = options.final_output_dir
+    shutil.rmtree(work_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(options.final_output_dir)  # empty where this worker's host keeps no results of its own
+    print(f"Worker {worker.index} of {worker.count}: finished; the chief (worker 0) wrote the results.")
 
 
 def _run_mode(options: _Options, strategy) -> None:
@@ -104,6 +137,39 @@ def _run_mode(options: _Options, strategy) -> None:
             if flag_values.verbose:
                 raise
             raise UserError(str(error)) from error
+        except _LOST_PEER_ERRORS as error:
+            if flag_values.verbose or not runtime.across_workers(strategy):
+                raise
+            raise UserError(_lost_worker_message(error, strategy, flag_values.collective_timeout)) from error
+
+
+# What a collective raises when another worker is gone: its connection closed, or no answer in time.
+_LOST_PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.InternalError,
+)
+
+
+def _lost_worker_message(error: tf.errors.OpError, strategy, timeout: float) -> str:
+    """Names the worker a collective lost, from the task in the error or else the cluster's addresses."""
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    me = (strategy.cluster_resolver.task_type, int(strategy.cluster_resolver.task_id))
+    named = sorted(set(re.findall(r"/job:(chief|worker)/replica:\d+/task:(\d+)", str(error.message))))
+    lost = [(job, int(task)) for job, task in named if (job, int(task)) != me]
+    if not lost:
+        lost = [(job, task) for job in ("chief", "worker") for task in range(len(spec.get(job, ())))]
+        lost = [peer for peer in lost if peer != me]
+    peers = ", ".join(f"{job} {task} ({spec[job][task]})" for job, task in lost)
+    cause = error.message.strip().splitlines()[0] if error.message else type(error).__name__
+    return (
+        f"Lost contact with {peers}: a collective failed ({type(error).__name__}: {cause[:300]}). "
+        f"A worker that stops answering is given up after --collective_timeout={timeout:g} s. Start every "
+        "worker again with the same command (each with its own TF_CONFIG): the run resumes from the last "
+        "checkpoint all workers hold."
+    )
 
 
 class _Options:
@@ -193,6 +259,8 @@ class _Options:
         if flag_values.data_dir and not flag_values.data_dir.startswith("gs://"):
             if not os.path.isdir(flag_values.data_dir):
                 raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
+        if flag_values.strategy == "multi_worker_mirrored":
+            self._check_multi_worker()
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if flag_values.mode == "student":
@@ -226,6 +294,25 @@ class _Options:
         # Last, after every other check: nothing on disk is touched by a refused command.
         if flag_values.mode in WRITING_MODES:
             self._check_output_dir()
+
+    def _check_multi_worker(self) -> None:
+        """What runs across workers: the Keras training of `table`, `teacher` and `student`."""
+        flag_values = self.flags
+        if flag_values.mode not in MULTI_WORKER_MODES:
+            raise UserError(
+                f"--strategy=multi_worker_mirrored runs --mode={'/'.join(MULTI_WORKER_MODES)}; "
+                f"--mode={flag_values.mode} runs in one process (--strategy=default or mirrored)."
+            )
+        if self.dataset == "ptb":
+            raise UserError(
+                "--strategy=multi_worker_mirrored does not run --dataset=ptb: its training loop (NT-ASGD, "
+                "carried hidden state) is its own; train it with --strategy=default or mirrored."
+            )
+        if _was_set(flag_values, "steps_per_execution") and flag_values.steps_per_execution > 1:
+            raise UserError(
+                "--steps_per_execution must be 1 with --strategy=multi_worker_mirrored (Keras' multi-step "
+                f"loop fails across workers). Received: --steps_per_execution={flag_values.steps_per_execution}"
+            )
 
     def _check_sweep(self) -> None:
         flag_values = self.flags
@@ -329,12 +416,14 @@ class _Options:
     def model_options(self, role: str, model: str | None = None) -> dict:
         flag_values = self.flags
         model = model or (self.teacher_model if role == "teacher" else self.student_model)
+        # Only where asked for: a model saved without it keeps the configuration it always had.
+        synchronized = {"sync_batch_norm": True} if flag_values.sync_batch_norm else {}
         if model in ("mlp", "deep_linear"):
             width = flag_values.teacher_width if role == "teacher" else flag_values.student_width
-            return {"width": width, "logit_scale": flag_values.logit_scale, "name": role}
+            return {"width": width, "logit_scale": flag_values.logit_scale, "name": role, **synchronized}
         if model.startswith("resnet") and self.dataset in ("cifar100", "digits"):
-            return {"variant": flag_values.resnet_variant, "name": role}
-        return {"name": role}
+            return {"variant": flag_values.resnet_variant, "name": role, **synchronized}
+        return {"name": role, **synchronized}
 
     def train_config(self, role: str, verbose: int) -> experiment.TrainConfig:
         flag_values = self.flags
@@ -357,10 +446,17 @@ class _Options:
             warmup_epochs=flag_values.warmup_epochs,
             weight_decay=flag_values.weight_decay,
             jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
-            steps_per_execution=flag_values.steps_per_execution,
+            steps_per_execution=self.steps_per_execution(),
             verbose=verbose,
             tensorboard=flag_values.tensorboard,
         )
+
+    def steps_per_execution(self) -> int:
+        """`--steps_per_execution`; 1 across workers, where Keras' multi-step loop cannot run (its loop
+        condition waits on the distributed input, which fails there) and which `check` enforces."""
+        if self.flags.strategy == "multi_worker_mirrored":
+            return 1
+        return self.flags.steps_per_execution
 
     def keras_verbose(self, single_run: bool) -> int:
         progress = self.flags.progress

@@ -142,7 +142,11 @@ class Distiller(keras.Model):
         self.soft_loss_tracker.update_state(soft, sample_weight=weights)
         self.accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
         self.top5_accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
-        return {metric.name: metric.result() for metric in self.metrics}
+        results = {metric.name: metric.result() for metric in self.metrics}
+        if _across_workers(tf.distribute.get_strategy()):
+            # Keras averages step outputs across workers along axis 0, which a scalar does not have.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     @staticmethod
     def _example_weights(data, total):
@@ -193,6 +197,49 @@ class Distiller(keras.Model):
             "`import kd_tf`."
         )
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds what is not built before training, as Keras does, without reading a batch when the
+        student is built already.
+
+        Under a strategy Keras reads the first batch for its shapes, then starts the stream again: a
+        pipeline that reshuffles every pass then trains on another order than without a strategy. It also
+        reduces that batch with `strategy.reduce`, which `MultiWorkerMirroredStrategy` refuses for a batch
+        of several tensors (keras-team/keras#20585); one replica's part of the batch has the same shapes.
+        """
+        if iterator is not None and self._distribute_strategy is not None:
+            if self._needs_no_batch():
+                with self.distribute_strategy.scope():
+                    self._symbolic_build(data_batch=None)
+                return None
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(_one_replica, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _needs_no_batch(self) -> bool:
+        built = (
+            getattr(self, attribute, None) is None or getattr(self, attribute).built
+            for attribute in ("_compile_metrics", "_compile_loss")
+        )
+        return all(layer.built for layer in self._flatten_layers()) and all(built)
+
     def predict_step(self, data):
         inputs = data[0] if isinstance(data, tuple) else data
         return self.student(inputs, training=False)
+
+
+def _one_replica(value):
+    """The first local replica's part of a distributed value; any other value as it is."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value.values[0]
+    return value
+
+
+def _across_workers(strategy) -> bool:
+    """Whether Keras reduces step outputs across worker processes (`MultiWorkerMirroredStrategy` with more
+    than one worker), the case in which it averages them along an axis 0."""
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        in_multi_worker_mode and in_multi_worker_mode()
+    )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import data as datasets
 import models
@@ -162,7 +163,7 @@ def train(
     checkpoint = None
     if run_dir:
         checkpoint = EpochCheckpoint(os.path.join(run_dir, "backup"))
-        finished_epochs = checkpoint.restorable_epoch()
+        finished_epochs = _agreed_resume_epoch(checkpoint)
         if finished_epochs:
             print(f"Resuming from epoch {finished_epochs} ({checkpoint.directory}).", flush=True)
         else:
@@ -180,8 +181,13 @@ def train(
     all_callbacks = [StopOnNonFiniteLoss(), best, *records, *([checkpoint] if checkpoint else []), *callbacks]
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
-    train_stream = splits.train.repeat().skip(finished_epochs * steps_per_epoch)
-    validation = splits.validation if splits.validation is not None else splits.test
+    strategy = tf.distribute.get_strategy()
+    train_stream = runtime.split_batches(
+        strategy, splits.train.repeat().skip(finished_epochs * steps_per_epoch)
+    )
+    validation = runtime.split_batches(
+        strategy, splits.validation if splits.validation is not None else splits.test
+    )
     start = time.perf_counter()
     distiller.fit(
         train_stream,
@@ -195,7 +201,7 @@ def train(
     )
     wall_time = time.perf_counter() - start
     best.restore()
-    test = distiller.evaluate(splits.test, verbose=0, return_dict=True)
+    test = distiller.evaluate(runtime.split_batches(strategy, splits.test), verbose=0, return_dict=True)
     return {
         "best_validation_accuracy": best.best_accuracy,
         "best_epoch": best.best_epoch + 1,
@@ -204,6 +210,22 @@ def train(
         "test_cross_entropy": float(test["hard_loss"]),
         "wall_time_s": wall_time,
     }
+
+
+def _agreed_resume_epoch(checkpoint: EpochCheckpoint) -> int:
+    """The epoch to resume from: the newest checkpoint, or across workers the newest that every worker holds
+    (each keeps its own; one killed between two saves is an epoch behind, and the others still hold it)."""
+    strategy = tf.distribute.get_strategy()
+    epoch = checkpoint.restorable_epoch()
+    for _ in range(2):  # a second round settles a worker whose agreed epoch's file turned out damaged
+        agreed = runtime.agreed_minimum(strategy, epoch)
+        if agreed != epoch:
+            epoch = checkpoint.restorable_epoch(at_most=agreed)
+    if runtime.agreed_minimum(strategy, epoch) != epoch:
+        raise RuntimeError(
+            f"The workers hold no common checkpoint in {checkpoint.directory}; rerun with --overwrite."
+        )
+    return epoch
 
 
 class EpochHistory(keras.callbacks.Callback):
@@ -677,8 +699,13 @@ def _store(directory: str, record: dict) -> None:
 
 
 def _reuse(directory: str) -> dict | None:
+    """The record of a finished run in `directory`, or `None`; across workers, only one every worker holds
+    (otherwise all train it again together: a collective needs every worker)."""
     path = os.path.join(directory, "record.json")
-    return read_json(path) if os.path.exists(path) else None
+    held = os.path.exists(path)
+    if runtime.agreed_minimum(tf.distribute.get_strategy(), int(held)) == 0:
+        return None
+    return read_json(path)
 
 
 def _progress(done, total, column_key, column_value, seed, method, record) -> str:

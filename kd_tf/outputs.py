@@ -19,6 +19,16 @@ from kd_tf.checkpoint import DirectoryLock
 STAGING = ".overwrite"  # a replacement being built
 REPLACED = ".replaced"  # old entries during the swap, removed right after it
 _OWN = (DirectoryLock.NAME, STAGING, REPLACED)
+_WORKER_PREFIX = "workertemp_"  # a non-chief worker's files, as Keras names them; never swapped
+
+
+def worker_directory(index: int) -> str:
+    """The directory (under the run's output directory) where worker `index`, not the chief, keeps its files."""
+    return f"{_WORKER_PREFIX}{index}"
+
+
+def _owned(name: str) -> bool:
+    return name in _OWN or name.startswith(_WORKER_PREFIX)
 
 
 def check_path(path: str, flag: str = "--output_dir") -> None:
@@ -90,7 +100,7 @@ def _swap(path: str, staging: str) -> None:
 
 def _move_aside(path: str, replaced: str) -> None:
     for name in os.listdir(path):
-        if name not in _OWN:
+        if not _owned(name):
             os.replace(os.path.join(path, name), os.path.join(replaced, name))
     open(os.path.join(replaced, _MOVED_ASIDE), "w").close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -9,22 +11,39 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
+def split_cpu(devices: int) -> None:
+    """Splits the host CPU into `devices` logical devices, so that `MirroredStrategy` has several replicas
+    without accelerators (a rehearsal of a multi-device run). Must run before TensorFlow uses a device."""
+    if devices < 1:
+        raise ValueError(f"`devices` must be at least 1. Received: devices={devices}")
+    if devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+
+
+def make_strategy(
+    name: str = "default", tpu: str | None = None, collective_timeout: float | None = None
+) -> tf.distribute.Strategy:
     """Returns the `tf.distribute` strategy named by `--strategy`.
 
     Args:
-        name: one of `default` (the current strategy, one device), `mirrored` (all local GPUs, or the CPU),
-            `multi_worker_mirrored` (workers from `TF_CONFIG`), `tpu`.
+        name: one of `default` (the current strategy, one device), `mirrored` (all local GPUs, else every
+            logical CPU), `multi_worker_mirrored` (workers from `TF_CONFIG`), `tpu`.
         tpu: the TPU name or address for `name="tpu"` (`""` or `"local"` for a TPU VM).
+        collective_timeout: with `multi_worker_mirrored`, seconds a collective may wait for the other workers
+            before it fails (a lost worker then stops the others instead of hanging them); `None`: forever.
     """
     if name not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: strategy={name!r}")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if tpu is None:
         raise ValueError("`strategy=tpu` needs `tpu` (the TPU name, or 'local' on a TPU VM).")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if tpu == "local" else tpu)
@@ -48,3 +67,86 @@ def wrap_optimizer(optimizer: keras.optimizers.Optimizer, precision: str) -> ker
     if precision == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's place among the workers of a run: `index` of `count`; the chief writes the results."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
+
+
+def worker_of(strategy: tf.distribute.Strategy) -> Worker:
+    """The worker this process is under `strategy` (worker 0 of 1 unless it spans several processes).
+
+    Worker 0 is the chief: the cluster's `chief` task, or else `worker` 0, as `TF_CONFIG` conventions have it.
+    """
+    if not across_workers(strategy):
+        return Worker()
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    chiefs = spec.num_tasks("chief") if "chief" in spec.jobs else 0
+    workers = spec.num_tasks("worker") if "worker" in spec.jobs else 0
+    if resolver.task_type == "chief":
+        index = 0
+    else:
+        index = chiefs + int(resolver.task_id)
+    return Worker(index=index, count=chiefs + workers)
+
+
+def across_workers(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` trains across several worker processes (`TF_CONFIG` naming more than one)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")) > 1
+
+
+def agreed_minimum(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The smallest of every worker's `value` (each worker's own where there is one worker).
+
+    Workers that resume must agree where: each keeps its own checkpoints, and a worker killed between two
+    saves is one epoch behind the others.
+    """
+    if not across_workers(strategy):
+        return int(value)
+    local = tf.constant([int(value)], tf.int64)
+    gathered = strategy.gather(strategy.run(lambda: local), axis=0)
+    return int(tf.reduce_min(gathered))
+
+
+def split_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """`dataset`'s global batches, each split among the replicas of every worker as one process splits it.
+
+    Across workers, each worker reads the whole pipeline (in memory: cheap) and keeps its replicas' slices
+    of every global batch, so that the workers together take the very steps a single process would; a last
+    smaller batch is split as evenly as it goes. TensorFlow's own auto-sharding would instead give each
+    worker every other example before the shuffle: other batches than one process sees. Elsewhere `dataset`
+    is returned as it is (Keras splits it).
+    """
+    if not across_workers(strategy):
+        return dataset
+    replicas = strategy.num_replicas_in_sync
+
+    def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(*batch):
+            size = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
+
+            def part(k):
+                start, end = size * (first + k) // replicas, size * (first + k + 1) // replicas
+                parts = tf.nest.map_structure(lambda tensor: tensor[start:end], batch)
+                return parts if len(parts) > 1 else parts[0]
+
+            return tf.data.Dataset.range(local).map(part)
+
+        return dataset.flat_map(slices)
+
+    return strategy.distribute_datasets_from_function(pipeline)

@@ -79,6 +79,7 @@ def mlp(
     logit_scale: float = 16.0,
     weight_decay: float = 0.0,
     name: str = "mlp",
+    sync_batch_norm: bool = False,
     **unused,
 ) -> keras.Model:
     """Builds the residual tanh network with batch normalisation and cosine logits.
@@ -100,6 +101,8 @@ def mlp(
             paper's synthetic setting) adds no penalty. The logit kernel is left out: its norm does not
             reach the cosine logits.
         name: model name.
+        sync_batch_norm: batch statistics over the global batch of every replica (an all-reduce per BN
+            layer) instead of each replica's own part; data-parallel training then makes one process's update.
         **unused: options meant for other models, ignored.
 
     Returns:
@@ -120,7 +123,9 @@ def mlp(
         branch = keras.layers.Dense(
             width, use_bias=False, kernel_regularizer=regularizer, name=f"dense_{layer}"
         )(hidden)
-        branch = keras.layers.BatchNormalization(name=f"batch_norm_{layer}")(branch)
+        branch = keras.layers.BatchNormalization(synchronized=sync_batch_norm, name=f"batch_norm_{layer}")(
+            branch
+        )
         branch = keras.layers.Activation("tanh", name=f"tanh_{layer}")(branch)
         if hidden.shape[-1] == width:
             shortcut = hidden

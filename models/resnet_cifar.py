@@ -47,8 +47,9 @@ def _l2(weight_decay: float):
 class _Layers:
     """Layer factories with one variant's initialisers, BN constants and regulariser."""
 
-    def __init__(self, variant: str, weight_decay: float, relu_leakiness: float):
+    def __init__(self, variant: str, weight_decay: float, relu_leakiness: float, sync_batch_norm: bool):
         momentum, epsilon, _ = _VARIANT_DEFAULTS[variant]
+        self.sync_batch_norm = sync_batch_norm
         self.variant = variant
         self.momentum = momentum
         self.epsilon = epsilon
@@ -83,7 +84,9 @@ class _Layers:
         )
 
     def batch_norm(self, name: str):
-        return keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon, name=name)
+        return keras.layers.BatchNormalization(
+            momentum=self.momentum, epsilon=self.epsilon, synchronized=self.sync_batch_norm, name=name
+        )
 
     def relu(self, name: str):
         if self.relu_leakiness == 0:
@@ -146,6 +149,7 @@ def resnet(
     variant: str = "v2",
     relu_leakiness: float | None = None,
     name: str | None = None,
+    sync_batch_norm: bool = False,
 ) -> keras.Model:
     """Builds a CIFAR ResNet of `depth = 6n + 2` layers that outputs float32 logits.
 
@@ -166,6 +170,8 @@ def resnet(
         variant: `"v2"` (pre-activation, legacy) or `"v1"` (post-activation, TF2 Keras official).
         relu_leakiness: negative slope of the ReLUs. Defaults to each source's: 0.1 for v2, 0 for v1.
         name: model name; defaults to `resnet{depth}` (`resnet{depth}_v1` for v1).
+        sync_batch_norm: batch statistics over every replica's examples (an all-reduce per BN layer)
+            instead of each replica's own.
 
     Returns:
         A `keras.Model` mapping `[batch, *input_shape]` images to `[batch, num_classes]` float32 logits;
@@ -195,7 +201,7 @@ def resnet(
 
     # depth = 6n + 2: the stem conv, three stages of n two-conv units, the dense layer.
     units_per_stage = (depth - 2) // 6
-    layers = _Layers(variant, weight_decay, relu_leakiness)
+    layers = _Layers(variant, weight_decay, relu_leakiness, sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = layers.conv(STAGE_FILTERS[0], 3, 1, "stem_conv")(inputs)
     if variant == "v1":

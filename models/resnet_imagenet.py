@@ -25,6 +25,7 @@ def resnet(
     batch_norm_momentum: float = BATCH_NORM_MOMENTUM,
     batch_norm_epsilon: float = BATCH_NORM_EPSILON,
     name: str | None = None,
+    sync_batch_norm: bool = False,
     **unused,
 ) -> keras.Model:
     """Builds a post-activation bottleneck ResNet for ImageNet-sized inputs.
@@ -54,6 +55,8 @@ def resnet(
         batch_norm_momentum: moving-average momentum of every BN layer.
         batch_norm_epsilon: variance epsilon of every BN layer.
         name: model name; `resnet{resnet_depth}` by default.
+        sync_batch_norm: batch statistics over every replica's examples (an all-reduce per BN layer)
+            instead of each replica's own, as the TPU code computed them.
         **unused: options meant for other models, ignored.
 
     Returns:
@@ -79,6 +82,7 @@ def resnet(
             momentum=batch_norm_momentum,
             epsilon=batch_norm_epsilon,
             gamma_initializer="zeros" if zero_gamma else "ones",
+            synchronized=sync_batch_norm,
             name=layer_name,
         )(values)
 
