@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,9 @@ class Splits:
         augmented: whether `train` applies random augmentation (a teacher cache is then inexact).
         validation: held-out batches used for model selection, or `None` (then `test` is used, as the
             paper did).
+        train_pipeline: for training across workers, one input pipeline's training batches given its
+            `tf.distribute.InputContext` (its share of the files, batched per replica), or `None` where
+            every worker reads `train` whole and keeps its part of each batch.
     """
 
     train: tf.data.Dataset
@@ -38,6 +42,7 @@ class Splits:
     class_parents: np.ndarray | None = None
     augmented: bool = False
     validation: tf.data.Dataset | None = None
+    train_pipeline: Callable[[tf.distribute.InputContext], tf.data.Dataset] | None = None
 
 
 # Flag name -> module under `data/`; each module defines `load(**options) -> Splits`.

@@ -118,6 +118,7 @@ def load(
             "`center_crop_fraction` must be in (0, 1]. "
             f"Received: center_crop_fraction={center_crop_fraction!r}"
         )
+    global_batch = batch_size
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
@@ -139,20 +140,26 @@ def load(
         )
         return images.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
-    train = records("train", training=True).shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # One fresh stateless seed per example and per pass: reproducible, yet new crops every epoch.
-    augmentation_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    train = tf.data.Dataset.zip(train, augmentation_seeds).map(
-        lambda example, example_seed: (
-            _cast(_train_image(example[0], image_size, example_seed, resize), dtype),
-            example[1],
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
-    train = train.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    def training_batches(context):
+        examples = _tfrecord_examples if source == "tfrecord" else _tfds_examples
+        train = examples(data_dir, "train", True, seed, context, cycle_length, deterministic)
+        train = train.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # One fresh stateless seed per example and per pass: reproducible, yet new crops every epoch.
+        augmentation_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        train = tf.data.Dataset.zip(train, augmentation_seeds).map(
+            lambda example, example_seed: (
+                _cast(_train_image(example[0], image_size, example_seed, resize), dtype),
+                example[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+        per_pipeline = batch_size if context is None else context.get_per_replica_batch_size(global_batch)
+        return train.batch(per_pipeline, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
     return Splits(
-        train=train,
+        train=training_batches(input_context),
+        train_pipeline=training_batches,
         test=evaluation_batches(records("eval", training=False), drop_eval_remainder),
         num_classes=NUM_CLASSES,
         train_examples=TRAIN_EXAMPLES if train_examples is None else train_examples,

@@ -75,6 +75,7 @@ def run(flag_values) -> None:
         )
     except (ValueError, tf.errors.OpError) as error:
         raise UserError(f"--strategy={flag_values.strategy}: {error}") from error
+    options.check_replicas(strategy)
     worker = runtime.worker_of(strategy)
     if not worker.chief:
         return _run_as_worker(options, strategy, worker)
@@ -143,6 +144,16 @@ def _run_mode(options: _Options, strategy) -> None:
             raise UserError(_lost_worker_message(error, strategy, flag_values.collective_timeout)) from error
 
 
+def _first_telling_line(message: str) -> str:
+    """The line of a TensorFlow error that says what happened (not "Graph execution error:")."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for key in ("stopped sending heartbeats", "timed out", "Deadline", "Socket closed", "aborted"):
+        for line in lines:
+            if key in line:
+                return line
+    return next((line for line in lines if not line.endswith("error:")), "")
+
+
 # What a collective raises when another worker is gone: its connection closed, or no answer in time.
 _LOST_PEER_ERRORS = (
     tf.errors.UnavailableError,
@@ -163,7 +174,7 @@ def _lost_worker_message(error: tf.errors.OpError, strategy, timeout: float) -> 
         lost = [(job, task) for job in ("chief", "worker") for task in range(len(spec.get(job, ())))]
         lost = [peer for peer in lost if peer != me]
     peers = ", ".join(f"{job} {task} ({spec[job][task]})" for job, task in lost)
-    cause = error.message.strip().splitlines()[0] if error.message else type(error).__name__
+    cause = _first_telling_line(error.message or "") or type(error).__name__
     return (
         f"Lost contact with {peers}: a collective failed ({type(error).__name__}: {cause[:300]}). "
         f"A worker that stops answering is given up after --collective_timeout={timeout:g} s. Start every "
@@ -188,6 +199,7 @@ class _Options:
         )
         self.output_dir = self.final_output_dir = flag_values.output_dir or default_output_dir(flag_values)
         self.replaces_results = False  # set by `check`
+        self.one_step_per_call = False  # set by `check_replicas`
         self.methods = list(flag_values.methods)
         if self.dataset not in HIERARCHIES and not _was_set(flag_values, "methods"):
             self.methods = [m for m in self.methods if m not in losses.NEEDS_CLASS_PARENTS]
@@ -307,11 +319,6 @@ class _Options:
             raise UserError(
                 "--strategy=multi_worker_mirrored does not run --dataset=ptb: its training loop (NT-ASGD, "
                 "carried hidden state) is its own; train it with --strategy=default or mirrored."
-            )
-        if _was_set(flag_values, "steps_per_execution") and flag_values.steps_per_execution > 1:
-            raise UserError(
-                "--steps_per_execution must be 1 with --strategy=multi_worker_mirrored (Keras' multi-step "
-                f"loop fails across workers). Received: --steps_per_execution={flag_values.steps_per_execution}"
             )
 
     def _check_sweep(self) -> None:
@@ -452,11 +459,22 @@ class _Options:
         )
 
     def steps_per_execution(self) -> int:
-        """`--steps_per_execution`; 1 across workers, where Keras' multi-step loop cannot run (its loop
-        condition waits on the distributed input, which fails there) and which `check` enforces."""
-        if self.flags.strategy == "multi_worker_mirrored":
-            return 1
-        return self.flags.steps_per_execution
+        """`--steps_per_execution`; 1 over several replicas (`check_replicas`)."""
+        return 1 if self.one_step_per_call else self.flags.steps_per_execution
+
+    def check_replicas(self, strategy) -> None:
+        """Over several replicas (GPUs, logical CPUs or workers), Keras' loop of several steps per call fails
+        (keras-team/keras#19246: its loop condition calls into the strategy): one step per call there, and
+        an explicit `--steps_per_execution` above 1 is refused rather than replaced. TPUs keep theirs."""
+        if strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy):
+            return
+        self.one_step_per_call = True
+        if _was_set(self.flags, "steps_per_execution") and self.flags.steps_per_execution > 1:
+            raise UserError(
+                f"--steps_per_execution must be 1 with --strategy={self.flags.strategy} over "
+                f"{strategy.num_replicas_in_sync} replicas (Keras' multi-step loop fails there). "
+                f"Received: --steps_per_execution={self.flags.steps_per_execution}"
+            )
 
     def keras_verbose(self, single_run: bool) -> int:
         progress = self.flags.progress
@@ -541,6 +559,11 @@ def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> dat
         validation=None if splits.validation is None else splits.validation.take(steps),
         train_ordered=None if splits.train_ordered is None else splits.train_ordered.take(steps),
         train_examples=min(splits.train_examples, steps * batch_size),
+        train_pipeline=(
+            None
+            if splits.train_pipeline is None
+            else lambda context: splits.train_pipeline(context).take(steps)
+        ),
     )
 
 

@@ -182,18 +182,16 @@ def train(
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
     strategy = tf.distribute.get_strategy()
-    train_stream = runtime.split_batches(
-        strategy, splits.train.repeat().skip(finished_epochs * steps_per_epoch)
-    )
-    validation = runtime.split_batches(
-        strategy, splits.validation if splits.validation is not None else splits.test
-    )
+    train_stream = training_stream(strategy, splits, finished_epochs * steps_per_epoch)
+    validation_source = splits.validation if splits.validation is not None else splits.test
+    validation = runtime.split_batches(strategy, validation_source)
     start = time.perf_counter()
     distiller.fit(
         train_stream,
         shuffle=False,  # the pipelines shuffle themselves
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
+        validation_steps=_batches_of(validation_source, validation),
         initial_epoch=finished_epochs,
         epochs=config.epochs,
         callbacks=all_callbacks,
@@ -201,7 +199,10 @@ def train(
     )
     wall_time = time.perf_counter() - start
     best.restore()
-    test = distiller.evaluate(runtime.split_batches(strategy, splits.test), verbose=0, return_dict=True)
+    test_batches = runtime.split_batches(strategy, splits.test)
+    test = distiller.evaluate(
+        test_batches, steps=_batches_of(splits.test, test_batches), verbose=0, return_dict=True
+    )
     return {
         "best_validation_accuracy": best.best_accuracy,
         "best_epoch": best.best_epoch + 1,
@@ -210,6 +211,29 @@ def train(
         "test_cross_entropy": float(test["hard_loss"]),
         "wall_time_s": wall_time,
     }
+
+
+def training_stream(strategy: tf.distribute.Strategy, splits: datasets.Splits, skip: int):
+    """Every training batch after the first `skip`, pass after pass, as `strategy` feeds them.
+
+    Across workers, a dataset that shards its files (`splits.train_pipeline`) gives each worker its own
+    files; any other is read whole by every worker, each keeping its replicas' part of every global batch
+    (`runtime.split_batches`).
+    """
+    if runtime.across_workers(strategy) and splits.train_pipeline is not None:
+        return strategy.distribute_datasets_from_function(
+            lambda context: splits.train_pipeline(context).repeat().skip(skip)
+        )
+    return runtime.split_batches(strategy, splits.train.repeat().skip(skip))
+
+
+def _batches_of(source, split) -> int | None:
+    """The batch count of `source` when it was split among workers (Keras cannot count the split batches,
+    and warns at their end); `None` otherwise, where Keras counts them itself."""
+    if split is source:
+        return None
+    count = int(source.cardinality())
+    return count if count > 0 else None
 
 
 def _agreed_resume_epoch(checkpoint: EpochCheckpoint) -> int:

@@ -6,32 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from imagenet_shards import write_shards
 
 from data import imagenet
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 40, 50
 MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
 STDDEV_RGB = np.array([0.229, 0.224, 0.225]) * 255
-
-
-def _write_shards(directory, prefix, images, labels, num_shards):
-    """Writes `images` (uint8) round-robin into `{prefix}-0000i-of-0000n` with 1-based labels."""
-    writers = [
-        tf.io.TFRecordWriter(os.path.join(directory, f"{prefix}-{i:05d}-of-{num_shards:05d}"))
-        for i in range(num_shards)
-    ]
-    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        features = {
-            "image/encoded": tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[tf.io.encode_jpeg(image).numpy()])
-            ),
-            "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"JPEG"])),
-            "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        }
-        example = tf.train.Example(features=tf.train.Features(feature=features))
-        writers[index % num_shards].write(example.SerializeToString())
-    for writer in writers:
-        writer.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +22,8 @@ def shard_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     train_images = rng.integers(0, 256, (6, IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.uint8)
     eval_images = rng.integers(0, 256, (4, IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.uint8)
-    _write_shards(directory, "train", train_images, [1, 2, 3, 4, 5, 6], num_shards=3)
-    _write_shards(directory, "validation", eval_images, [7, 8, 9, 10], num_shards=2)
+    write_shards(directory, "train", train_images, [1, 2, 3, 4, 5, 6], num_shards=3)
+    write_shards(directory, "validation", eval_images, [7, 8, 9, 10], num_shards=2)
     return directory
 
 
@@ -117,8 +98,8 @@ def test_evaluation_is_the_padded_center_crop_and_deterministic(shard_dir):
 def test_normalisation_centres_the_imagenet_mean_colour(tmp_path):
     # A JPEG of the mean colour decodes to within a level or two of it (1/57 per level after scaling).
     mean_colour = np.broadcast_to(np.round(MEAN_RGB).astype(np.uint8), (2, 40, 50, 3))
-    _write_shards(str(tmp_path), "train", mean_colour, [1, 2], num_shards=1)
-    _write_shards(str(tmp_path), "validation", mean_colour, [1, 2], num_shards=1)
+    write_shards(str(tmp_path), "train", mean_colour, [1, 2], num_shards=1)
+    write_shards(str(tmp_path), "validation", mean_colour, [1, 2], num_shards=1)
     splits = _load(str(tmp_path), train_examples=2)
     train_images, _ = _arrays(splits.train)
     test_images, _ = _arrays(splits.test)
@@ -214,8 +195,8 @@ def test_failed_crop_sampling_falls_back_to_the_center_crop(tmp_path):
     # A 4 x 200 strip has no crop of >= 8% area with aspect ratio in [3/4, 4/3] (it would need a side
     # of 16 pixels), so every attempt fails and training takes the evaluation crop, maybe flipped.
     strip = np.random.default_rng(1).integers(0, 256, (1, 4, 200, 3), dtype=np.uint8)
-    _write_shards(str(tmp_path), "train", strip, [1], num_shards=1)
-    _write_shards(str(tmp_path), "validation", strip, [1], num_shards=1)
+    write_shards(str(tmp_path), "train", strip, [1], num_shards=1)
+    write_shards(str(tmp_path), "validation", strip, [1], num_shards=1)
     splits = _load(str(tmp_path), batch_size=1, train_examples=1)
     center_crop = _arrays(splits.test)[0][0]
     for _ in range(4):
@@ -230,8 +211,8 @@ def test_a_grayscale_jpeg_never_falls_back_to_the_center_crop(tmp_path):
     # The TPU code compares (height, width, channels) of the JPEG and of the 3-channel crop: for a 1-channel
     # JPEG the channels differ, so a failed sampling keeps the whole image instead of the centre crop.
     strip = np.random.default_rng(1).integers(0, 256, (1, 4, 200, 1), dtype=np.uint8)
-    _write_shards(str(tmp_path), "train", strip, [1], num_shards=1)
-    _write_shards(str(tmp_path), "validation", strip, [1], num_shards=1)
+    write_shards(str(tmp_path), "train", strip, [1], num_shards=1)
+    write_shards(str(tmp_path), "validation", strip, [1], num_shards=1)
     splits = _load(str(tmp_path), batch_size=1, train_examples=1)
     whole = tf.io.decode_jpeg(tf.io.encode_jpeg(strip[0]), channels=3)
     resized = (imagenet.resize_image(whole, 32).numpy() - MEAN_RGB) / STDDEV_RGB

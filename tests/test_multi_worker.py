@@ -1,0 +1,217 @@
+"""Training across worker processes on loopback, and over two logical CPUs, against one process.
+
+Workers are started the way a user starts them: `python -m kd_tf.launch` (or one `python run.py` per worker
+with its own TF_CONFIG), each a new interpreter. With `--sync_batch_norm` and `--deterministic`, two workers
+splitting each global batch must train the very model one process trains.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from cli_process import ROOT, RUN, TINY, check_ok, environment, run_cli, wait_for
+from imagenet_shards import write_shards
+
+import kd_tf  # noqa: F401 (registers the saved models' layers)
+from kd_tf import launch
+
+# Exact data-parallel arithmetic: batch statistics over the global batch, fixed op order.
+SAME_STEPS = [*TINY, "--sync_batch_norm", "--deterministic", "--collective_timeout=60"]
+
+
+def launch_workers(argv, cwd, workers=2, timeout=240) -> subprocess.CompletedProcess:
+    """`python -m kd_tf.launch --workers=N -- python run.py argv...`: the launcher a user runs."""
+    command = [sys.executable, "-m", "kd_tf.launch", f"--workers={workers}", "--", sys.executable, RUN]
+    return subprocess.run(
+        [*command, *argv, "--strategy=multi_worker_mirrored"],
+        cwd=cwd,
+        env={**environment(), "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def records(directory):
+    with open(os.path.join(directory, "results.json")) as handle:
+        return json.load(handle)
+
+
+def assert_same_records(expected, actual):
+    """Equal records, wall times aside; floats to the last few bits (summation order across workers)."""
+    assert len(expected) == len(actual)
+    for one, other in zip(expected, actual, strict=True):
+        assert one.keys() == other.keys()
+        for key, value in one.items():
+            if key == "wall_time_s":
+                continue
+            if isinstance(value, float):
+                assert math.isclose(value, other[key], rel_tol=1e-5, abs_tol=1e-7), (key, value, other[key])
+            else:
+                assert value == other[key], (key, value, other[key])
+
+
+def assert_same_weights(expected_path, actual_path):
+    expected = keras.saving.load_model(expected_path, compile=False).get_weights()
+    actual = keras.saving.load_model(actual_path, compile=False).get_weights()
+    assert len(expected) == len(actual)
+    for one, other in zip(expected, actual, strict=True):
+        np.testing.assert_allclose(other, one, rtol=1e-5, atol=1e-5)
+
+
+def test_two_workers_train_the_table_one_process_trains(tmp_path):
+    argv = [*SAME_STEPS, "--mode=table", "--methods=kd,kd_pt"]
+    single = str(tmp_path / "single")
+    check_ok(run_cli([*argv, f"--output_dir={single}"]))
+    double = str(tmp_path / "double")
+    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
+    assert "[worker 1] Worker 1 of 2: finished" in completed.stdout
+    assert_same_records(records(single), records(double))
+    cell = os.path.join("runs", "tau=0.8", "seed=0")
+    assert_same_weights(
+        os.path.join(single, cell, "teacher", "teacher.keras"),
+        os.path.join(double, cell, "teacher", "teacher.keras"),
+    )
+    for method in ("kd", "kd_pt"):
+        assert_same_weights(
+            os.path.join(single, cell, method, "student.keras"),
+            os.path.join(double, cell, method, "student.keras"),
+        )
+    # Only the chief wrote results; the other worker's files are gone.
+    assert sorted(name for name in os.listdir(double) if not name.startswith(".")) == sorted(
+        name for name in os.listdir(single) if not name.startswith(".")
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("teacher") / "teacher")
+    check_ok(run_cli([*SAME_STEPS, "--train_examples=1024", "--mode=teacher", f"--output_dir={directory}"]))
+    return directory
+
+
+def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_result(tmp_path, teacher_dir):
+    argv = [
+        *SAME_STEPS,
+        "--train_examples=1024",
+        "--epochs=8",
+        "--mode=student",
+        "--method=kd",
+        f"--teacher_dir={teacher_dir}",
+    ]
+    single = str(tmp_path / "single")
+    check_ok(run_cli([*argv, f"--output_dir={single}"]))
+
+    double = str(tmp_path / "double")
+    ports = launch.free_ports(2)
+    logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={double}"],
+            cwd=str(tmp_path),
+            env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
+            stdout=logs[index],
+            stderr=subprocess.STDOUT,
+        )
+        for index in range(2)
+    ]
+    try:
+        pointer = os.path.join(double, "workertemp_1", "backup", "latest.json")
+
+        def two_epochs_saved():
+            try:
+                with open(pointer) as handle:
+                    return json.load(handle)["epoch"] >= 2
+            except (OSError, ValueError):
+                return False
+
+        wait_for(two_epochs_saved, timeout=120, process=workers[1])
+        workers[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        code = workers[0].wait(timeout=120)
+        stopped_after = time.monotonic() - killed
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        for log in logs:
+            log.close()
+    chief_output = (tmp_path / "worker-0.log").read_text()
+    assert code == 2, chief_output[-3000:]
+    assert stopped_after < 90
+    assert "Error: Lost contact with worker 1 (127.0.0.1:" in chief_output
+    assert not os.path.exists(os.path.join(double, "results.json"))
+
+    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
+    assert "[worker 0] Resuming from epoch" in completed.stdout
+    assert "[worker 1] Resuming from epoch" in completed.stdout
+    assert_same_records(records(single), records(double))
+    assert_same_weights(os.path.join(single, "student.keras"), os.path.join(double, "student.keras"))
+    assert not os.path.exists(os.path.join(double, "workertemp_1"))
+
+
+def test_two_workers_read_disjoint_halves_of_the_tfrecord_shards(tmp_path):
+    data_dir = tmp_path / "imagenet"
+    data_dir.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (8, 20, 24, 3), dtype=np.uint8)
+    # Shard s holds examples s and s + 4: labels s + 1 and s + 5 (0-based s and s + 4).
+    write_shards(str(data_dir), "train", images, list(range(1, 9)), num_shards=4)
+    write_shards(str(data_dir), "validation", images[:2], [1, 2], num_shards=1)
+    probe = os.path.join(ROOT, "tests", "multi_worker_shards.py")
+    output = tmp_path / "seen"
+    output.mkdir()
+    # Each worker's two shards hold 4 examples: 2 steps of a global batch of 4 (2 per replica).
+    command = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--", sys.executable, probe]
+    completed = subprocess.run(
+        [*command, str(data_dir), str(output), "2", "4"],
+        cwd=str(tmp_path),
+        env={**environment(), "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    check_ok(completed)
+    seen = [json.loads((output / f"worker-{index}.json").read_text())["labels"] for index in range(2)]
+    shards_read = [sorted({label % 4 for label in labels}) for labels in seen]
+    assert shards_read == [[0, 2], [1, 3]]  # every other shard, by input pipeline id
+    assert [sorted(labels) for labels in seen] == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def test_mirrored_over_two_logical_cpus_trains_the_one_device_table(tmp_path):
+    argv = [*SAME_STEPS, "--mode=table", "--methods=kd_topk", "--topk=3"]
+    single = str(tmp_path / "single")
+    check_ok(run_cli([*argv, f"--output_dir={single}"]))
+    mirrored = str(tmp_path / "mirrored")
+    check_ok(run_cli([*argv, "--strategy=mirrored", "--cpu_devices=2", f"--output_dir={mirrored}"]))
+    assert_same_records(records(single), records(mirrored))
+    student = os.path.join("runs", "tau=0.8", "seed=0", "kd_topk", "student.keras")
+    assert_same_weights(os.path.join(single, student), os.path.join(mirrored, student))
+
+
+def test_an_explicit_multi_step_call_over_replicas_is_refused(tmp_path):
+    completed = run_cli(
+        [
+            *TINY,
+            "--mode=teacher",
+            "--strategy=mirrored",
+            "--cpu_devices=2",
+            "--steps_per_execution=4",
+            f"--output_dir={tmp_path / 'out'}",
+        ]
+    )
+    assert completed.returncode == 2
+    assert "--steps_per_execution must be 1 with --strategy=mirrored over 2 replicas" in completed.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_modes_that_do_not_run_across_workers_are_refused(tmp_path):
+    completed = run_cli([*TINY, "--mode=analyze", "--strategy=multi_worker_mirrored"])
+    assert completed.returncode == 2
+    assert "--strategy=multi_worker_mirrored runs --mode=table/teacher/student" in completed.stderr
