@@ -108,6 +108,12 @@ GROUPS = {
         ("python run.py --mode=analyze --output_dir=runs/fig --methods=kd", []),
         ("python run.py --mode=analyze", ["--output_dir=runs/fig"]),  # a heading's short form
     ],
+    "multi_worker": [
+        (
+            "python -m kd_tf.launch --workers=2 -- python run.py --strategy=multi_worker_mirrored --mode=table",
+            [*SYNTHETIC, "--methods=kd", "--collective_timeout=60"],
+        ),
+    ],
     "benchmarks": [
         ("python benchmarks/throughput.py --quick", ["--pairs", "mlp"]),
         (

@@ -217,9 +217,3 @@ def test_an_explicit_multi_step_call_over_replicas_is_refused(tmp_path):
     assert completed.returncode == 2
     assert "--steps_per_execution must be 1 with --strategy=mirrored over 2 replicas" in completed.stderr
     assert not os.path.exists(tmp_path / "out")
-
-
-def test_modes_that_do_not_run_across_workers_are_refused(tmp_path):
-    completed = run_cli([*TINY, "--mode=analyze", "--strategy=multi_worker_mirrored"])
-    assert completed.returncode == 2
-    assert "--strategy=multi_worker_mirrored runs --mode=table/teacher/student" in completed.stderr

@@ -119,6 +119,11 @@ BAD_RUNS = [
     (["--methods=kd_topk", "--topk=9"], "--topk must be at most the number of classes"),
     (["--method_overrides=kd_wrong:temperature=2"], "unknown method"),
     (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
+    (["--mode=analyze", "--strategy=multi_worker_mirrored"], "runs --mode=table/teacher/student"),
+    (
+        ["--dataset=ptb", "--mode=teacher", "--data_dir=/", "--strategy=multi_worker_mirrored"],
+        "does not run --dataset=ptb",
+    ),
 ]
 
 
