@@ -26,11 +26,13 @@ from kd_tf import launch
 SAME_STEPS = [*TINY, "--sync_batch_norm", "--deterministic", "--collective_timeout=60"]
 
 
-def launch_workers(argv, cwd, workers=2, timeout=240) -> subprocess.CompletedProcess:
-    """`python -m kd_tf.launch --workers=N -- python run.py argv...`: the launcher a user runs."""
-    command = [sys.executable, "-m", "kd_tf.launch", f"--workers={workers}", "--", sys.executable, RUN]
+LAUNCH = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--"]
+
+
+def launch_workers(argv, cwd, timeout=240) -> subprocess.CompletedProcess:
+    """`python -m kd_tf.launch --workers=2 -- python run.py argv...`: the launcher a user runs."""
     return subprocess.run(
-        [*command, *argv, "--strategy=multi_worker_mirrored"],
+        [*LAUNCH, sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored"],
         cwd=cwd,
         env={**environment(), "PYTHONPATH": ROOT},
         capture_output=True,
@@ -66,40 +68,49 @@ def assert_same_weights(expected_path, actual_path):
         np.testing.assert_allclose(other, one, rtol=1e-5, atol=1e-5)
 
 
-def test_two_workers_train_the_table_one_process_trains(tmp_path):
-    argv = [*SAME_STEPS, "--mode=table", "--methods=kd"]
-    single = str(tmp_path / "single")
-    check_ok(run_cli([*argv, f"--output_dir={single}"]))
-    double = str(tmp_path / "double")
-    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
-    assert "[worker 1] Worker 1 of 2: finished" in completed.stdout
+TABLE = [
+    *SAME_STEPS,
+    "--train_examples=512",
+    "--mode=table",
+    "--methods=kd",
+    "--epochs=1",
+    "--teacher_epochs=1",
+]
+CELL = os.path.join("runs", "tau=0.8", "seed=0")
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """The same table in one process and as two workers: (one-process dir, two-worker dir, launcher output)."""
+    directory = tmp_path_factory.mktemp("tables")
+    single, double = str(directory / "single"), str(directory / "double")
+    check_ok(run_cli([*TABLE, f"--output_dir={single}"]))
+    completed = check_ok(launch_workers([*TABLE, f"--output_dir={double}"], cwd=str(directory)))
+    return single, double, completed.stdout
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tables):
+    return os.path.join(tables[0], CELL, "teacher")
+
+
+def test_two_workers_train_the_table_one_process_trains(tables):
+    single, double, output = tables
+    assert "[worker 1] Worker 1 of 2: finished" in output
     assert_same_records(records(single), records(double))
-    cell = os.path.join("runs", "tau=0.8", "seed=0")
-    assert_same_weights(
-        os.path.join(single, cell, "teacher", "teacher.keras"),
-        os.path.join(double, cell, "teacher", "teacher.keras"),
-    )
-    assert_same_weights(
-        os.path.join(single, cell, "kd", "student.keras"), os.path.join(double, cell, "kd", "student.keras")
-    )
+    for model in (os.path.join("teacher", "teacher.keras"), os.path.join("kd", "student.keras")):
+        assert_same_weights(os.path.join(single, CELL, model), os.path.join(double, CELL, model))
     # Only the chief wrote results; the other worker's files are gone.
     assert sorted(name for name in os.listdir(double) if not name.startswith(".")) == sorted(
         name for name in os.listdir(single) if not name.startswith(".")
     )
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("teacher") / "teacher")
-    check_ok(run_cli([*SAME_STEPS, "--train_examples=512", "--mode=teacher", f"--output_dir={directory}"]))
-    return directory
-
-
 def student_argv(teacher_dir):
     return [
         *SAME_STEPS,
         "--train_examples=512",
-        "--epochs=4",
+        "--epochs=3",
         "--mode=student",
         "--method=kd",
         f"--teacher_dir={teacher_dir}",
@@ -134,14 +145,14 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     try:
         pointer = os.path.join(double, "workertemp_1", "backup", "latest.json")
 
-        def two_epochs_saved():
+        def an_epoch_saved():
             try:
                 with open(pointer) as handle:
-                    return json.load(handle)["epoch"] >= 2
+                    return json.load(handle)["epoch"] >= 1
             except (OSError, ValueError):
                 return False
 
-        wait_for(two_epochs_saved, timeout=120, process=workers[1])
+        wait_for(an_epoch_saved, timeout=120, process=workers[1])
         workers[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
         code = workers[0].wait(timeout=120)
@@ -166,28 +177,47 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     assert not os.path.exists(os.path.join(double, "workertemp_1"))
 
 
-def test_two_workers_read_disjoint_halves_of_the_tfrecord_shards(tmp_path):
-    data_dir = tmp_path / "imagenet"
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory, teacher_dir):
+    """`tests/multi_worker_probe.py` once in one process and once as two workers (one launch for both of
+    its checks): the ImageNet shards each worker reads, and a student distilled from the teacher cache."""
+    directory = tmp_path_factory.mktemp("probes")
+    data_dir = directory / "imagenet"
     data_dir.mkdir()
     images = np.random.default_rng(0).integers(0, 256, (8, 20, 24, 3), dtype=np.uint8)
     # Shard s holds examples s and s + 4: labels s + 1 and s + 5 (0-based s and s + 4).
     write_shards(str(data_dir), "train", images, list(range(1, 9)), num_shards=4)
     write_shards(str(data_dir), "validation", images[:2], [1, 2], num_shards=1)
-    probe = os.path.join(ROOT, "tests", "multi_worker_shards.py")
-    output = tmp_path / "seen"
-    output.mkdir()
-    # Each worker's two shards hold 4 examples: 2 steps of a global batch of 4 (2 per replica).
-    command = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--", sys.executable, probe]
-    completed = subprocess.run(
-        [*command, str(data_dir), str(output), "2", "4"],
-        cwd=str(tmp_path),
-        env={**environment(), "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=180,
+    probe = [sys.executable, os.path.join(ROOT, "tests", "multi_worker_probe.py")]
+    for name, command in {"single": probe, "double": [*LAUNCH, *probe]}.items():
+        (directory / name).mkdir()
+        completed = subprocess.run(
+            [*command, str(data_dir), teacher_dir, str(directory / name)],
+            cwd=str(directory),
+            env={**environment(), "PYTHONPATH": ROOT},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        check_ok(completed)
+    return directory / "single", directory / "double"
+
+
+def test_two_workers_distil_from_the_teacher_cache_as_one_process(probes):
+    single, double = probes
+    assert json.loads((double / "result-0.json").read_text()) == pytest.approx(
+        json.loads((single / "result-0.json").read_text()), rel=1e-5
     )
-    check_ok(completed)
-    seen = [json.loads((output / f"worker-{index}.json").read_text())["labels"] for index in range(2)]
+    with np.load(single / "student-0.npz") as expected, np.load(double / "student-0.npz") as actual:
+        assert len(expected.files) == len(actual.files) > 0
+        for name in expected.files:
+            np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-5)
+
+
+def test_two_workers_read_disjoint_halves_of_the_tfrecord_shards(probes):
+    _, double = probes
+    # Each worker's two shards hold 4 examples: 2 steps of a global batch of 4 (2 per replica).
+    seen = [json.loads((double / f"shards-{index}.json").read_text())["labels"] for index in range(2)]
     shards_read = [sorted({label % 4 for label in labels}) for labels in seen]
     assert shards_read == [[0, 2], [1, 3]]  # every other shard, by input pipeline id
     assert [sorted(labels) for labels in seen] == [[0, 2, 4, 6], [1, 3, 5, 7]]
@@ -201,19 +231,3 @@ def test_mirrored_over_two_logical_cpus_trains_the_one_device_student(tmp_path, 
     assert_same_weights(
         os.path.join(single_student, "student.keras"), os.path.join(mirrored, "student.keras")
     )
-
-
-def test_an_explicit_multi_step_call_over_replicas_is_refused(tmp_path):
-    completed = run_cli(
-        [
-            *TINY,
-            "--mode=teacher",
-            "--strategy=mirrored",
-            "--cpu_devices=2",
-            "--steps_per_execution=4",
-            f"--output_dir={tmp_path / 'out'}",
-        ]
-    )
-    assert completed.returncode == 2
-    assert "--steps_per_execution must be 1 with --strategy=mirrored over 2 replicas" in completed.stderr
-    assert not os.path.exists(tmp_path / "out")

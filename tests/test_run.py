@@ -224,3 +224,20 @@ def test_a_table_with_the_papers_numbers_adds_them_and_their_gap():
     # Ours: gap 10 points, KD recovers 80 %; the paper's: 75.68 - 72.51 = 3.17, (75.94 - 72.51) / 3.17 = 108 %.
     assert "| Teacher − Student (points) | +10.00 | +3.17 |" in table
     assert "| KD's share of the gap | 80 % | 108 % |" in table
+
+
+def test_an_explicit_multi_step_call_over_several_replicas_is_refused(strategies):
+    _, mirrored = strategies  # two replicas, as `--strategy=mirrored --cpu_devices=2` makes
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *TINY, "--strategy=mirrored", "--steps_per_execution=4"])
+        options = cli._Options(flags.FLAGS)
+        with pytest.raises(
+            cli.UserError, match="--steps_per_execution must be 1 with --strategy=mirrored over 2"
+        ):
+            options.check_replicas(mirrored)
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *TINY, "--strategy=mirrored"])
+        options = cli._Options(flags.FLAGS)
+        options.check_replicas(mirrored)  # the default 8 becomes one step per call, recorded in the config
+        assert options.train_config("student", verbose=0).steps_per_execution == 1
