@@ -113,6 +113,7 @@ GROUPS = {
             "python -m kd_tf.launch --workers=2 -- python run.py --strategy=multi_worker_mirrored --mode=table",
             [*SYNTHETIC, "--methods=kd", "--collective_timeout=60"],
         ),
+        ("python benchmarks/multi_worker.py", ["--quick"]),
     ],
     "benchmarks": [
         ("python benchmarks/throughput.py --quick", ["--pairs", "mlp"]),
