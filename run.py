@@ -381,6 +381,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from kd_tf import cli  # Imported here so that `--help` does not load TensorFlow.
 
+    runtime.catch_interrupts()
+
     start = time.perf_counter()
     try:
         cli.run(flags.FLAGS)

@@ -178,7 +178,14 @@ def train(
             records.append(
                 keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0)
             )
-    all_callbacks = [StopOnNonFiniteLoss(), best, *records, *([checkpoint] if checkpoint else []), *callbacks]
+    all_callbacks = [
+        StopOnNonFiniteLoss(),
+        best,
+        *records,
+        *([checkpoint] if checkpoint else []),
+        runtime.StopOnInterrupt(),
+        *callbacks,
+    ]
     # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
     # and so sees exactly the batches an uninterrupted run would.
     strategy = tf.distribute.get_strategy()

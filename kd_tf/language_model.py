@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from kd_tf import runtime
 from kd_tf.io import replaced_atomically
 
 
@@ -371,6 +372,7 @@ def train_language_model(
         log(f"Resuming from epoch {first_epoch} ({checkpoint_path}).")
 
     for epoch in range(first_epoch, epochs):
+        runtime.raise_if_interrupted()
         epoch_start = time.perf_counter()
         states = model.initial_states(corpus.batch_size)
         teacher_states = teacher.initial_states(corpus.batch_size) if teacher is not None else []

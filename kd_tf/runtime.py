@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import keras
 import tensorflow as tf
@@ -150,3 +151,32 @@ def split_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
         return dataset.flat_map(slices)
 
     return strategy.distribute_datasets_from_function(pipeline)
+
+
+_interrupted = False
+
+
+def catch_interrupts() -> None:
+    """Ctrl-C raises `KeyboardInterrupt` as usual and is also remembered, so that `raise_if_interrupted`
+    stops the run even when the exception landed where Python discards it (a finalizer running during
+    garbage collection prints "Exception ignored" and goes on)."""
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def _on_interrupt(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raises `KeyboardInterrupt` if Ctrl-C came since `catch_interrupts` (called between epochs)."""
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ends training at the end of the epoch in which a Ctrl-C was lost (see `catch_interrupts`)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise_if_interrupted()

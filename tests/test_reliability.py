@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -163,3 +164,26 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch_and_a_lost_one_re
     for path in backup.glob("epoch-*"):
         path.write_bytes(b"not hdf5")
     assert EpochCheckpoint(str(backup)).restorable_epoch() == 0
+
+
+def test_a_ctrl_c_that_python_discarded_still_stops_training_at_the_epoch_end(monkeypatch):
+    from kd_tf import runtime
+
+    monkeypatch.setattr(runtime, "_interrupted", False)
+    try:  # what a finalizer does with a KeyboardInterrupt raised inside it: prints it and goes on
+        runtime._on_interrupt(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    epochs_seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs_seen.append(epoch))
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            np.zeros((4, 3)),
+            np.zeros((4, 2)),
+            epochs=5,
+            verbose=0,
+            callbacks=[record, runtime.StopOnInterrupt()],
+        )
+    assert epochs_seen == [0]
