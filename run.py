@@ -296,6 +296,14 @@ _SYNC_BATCH_NORM = flags.DEFINE_bool(
     "that data-parallel training makes the single-process update; off: each replica's own statistics, as "
     "the paper's TPU and GPU recipes computed them.",
 )
+_JOBS = flags.DEFINE_integer(
+    "jobs",
+    None,
+    "--mode=table: trainings at a time, each in its own worker process (every teacher, then every student "
+    "from its teacher's file), threads split among them. Default: one per CPU core under "
+    "--strategy=default without accelerators, else 1.",
+    lower_bound=1,
+)
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices",
     1,

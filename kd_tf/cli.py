@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, losses, outputs, paper, runtime
+from kd_tf import experiment, losses, outputs, paper, parallel, runtime
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
 
@@ -273,6 +273,11 @@ class _Options:
                 raise UserError(f"--data_dir={flag_values.data_dir} is not a directory.")
         if flag_values.strategy == "multi_worker_mirrored":
             self._check_multi_worker()
+        if flag_values.jobs is not None and flag_values.jobs > 1 and flag_values.strategy != "default":
+            raise UserError(
+                f"--jobs={flag_values.jobs} trains cells in separate processes, which --strategy="
+                f"{flag_values.strategy} cannot span: use --jobs=1 with it."
+            )
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if flag_values.mode == "student":
@@ -458,6 +463,15 @@ class _Options:
             tensorboard=flag_values.tensorboard,
         )
 
+    def jobs(self, cells: int) -> int:
+        """Trainings at a time (`--jobs`): as set, else one per core on a machine without accelerators and
+        under the default strategy, at most `cells`; 1 wherever a strategy spans devices or workers."""
+        if self.flags.jobs is not None:
+            return min(self.flags.jobs, max(1, cells))
+        if self.flags.strategy != "default" or tf.config.list_physical_devices("GPU"):
+            return 1
+        return min(parallel.default_jobs(), max(1, cells))
+
     def steps_per_execution(self) -> int:
         """`--steps_per_execution`; 1 over several replicas (`check_replicas`)."""
         return 1 if self.one_step_per_call else self.flags.steps_per_execution
@@ -567,9 +581,23 @@ def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> dat
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitsLoader:
+    """Loads a study's data for (data options, seed); plain values only, so worker processes can take it."""
+
+    dataset: str
+    batch_size: int
+    steps_per_epoch: int | None = None
+
+    def __call__(self, data_options: dict, seed: int) -> datasets.Splits:
+        splits = experiment.load_splits(self.dataset, data_options, self.batch_size, seed)
+        return _limited(splits, self.steps_per_epoch, self.batch_size)
+
+
 def _load_splits(options: _Options, data_options: dict, seed: int) -> datasets.Splits:
-    splits = experiment.load_splits(options.dataset, data_options, options.flags.batch_size, seed)
-    return _limited(splits, options.flags.steps_per_epoch, options.flags.batch_size)
+    return SplitsLoader(options.dataset, options.flags.batch_size, options.flags.steps_per_epoch)(
+        data_options, seed
+    )
 
 
 def _study(options: _Options) -> experiment.StudyConfig:
@@ -598,7 +626,7 @@ def _study(options: _Options) -> experiment.StudyConfig:
         method_overrides=options.method_overrides,
         teacher_label_smoothing=flag_values.teacher_label_smoothing,
         precision=flag_values.precision,
-        load_splits=lambda data_options, seed: _load_splits(options, data_options, seed),
+        load_splits=SplitsLoader(options.dataset, flag_values.batch_size, flag_values.steps_per_epoch),
     )
 
 
@@ -608,7 +636,12 @@ def _run_table(options: _Options) -> None:
         f"Table: {options.dataset}, {len(study.settings)} column(s) × {len(study.seeds)} seed(s) × "
         f"(teacher + {len(study.methods)} methods) -> {options.output_dir}"
     )
-    records = experiment.run_study(study, options.output_dir)
+    jobs = options.jobs(len(study.settings) * len(study.seeds) * max(1, len(study.methods)))
+    if jobs > 1:
+        print(f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).")
+    records = experiment.run_study(
+        study, options.output_dir, jobs=jobs, deterministic=options.flags.deterministic
+    )
     seeds = (
         f"mean ± std over seeds {', '.join(map(str, study.seeds))}"
         if len(study.seeds) > 1

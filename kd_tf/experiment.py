@@ -666,12 +666,23 @@ def _print_now(line: str) -> None:
     print(line, flush=True)
 
 
-def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None] = _print_now) -> list[dict]:
+def run_study(
+    study: StudyConfig,
+    output_dir: str,
+    *,
+    log: Callable[[str], None] = _print_now,
+    jobs: int = 1,
+    deterministic: bool = False,
+) -> list[dict]:
     """Trains a teacher per (setting, seed) and every method from it; returns the records.
 
     Finished runs are recorded in `output_dir/runs/<column>/<seed>/<method>/record.json` and reused when the
-    study is run again, so an interrupted study resumes where it stopped.
+    study is run again, so an interrupted study resumes where it stopped. With `jobs > 1` the cells train in
+    that many worker processes (`kd_tf.parallel`): every teacher first, then every student, each from its
+    teacher's saved file; `study.load_splits` must then be picklable, and `deterministic` is passed on.
     """
+    if jobs > 1:
+        return _run_study_in_parallel(study, output_dir, log, jobs, deterministic)
     total = len(study.settings) * len(study.seeds) * (1 + len(study.methods))
     done = 0
     records = []
@@ -679,10 +690,13 @@ def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None]
         column_value = setting[study.column_key]
         for seed in study.seeds:
             data_options = {**study.data_options, **setting}
-            splits = study.load_splits(data_options, seed)
             cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
             teacher_record, teacher = train_teacher(
-                study, splits, data_options, seed, os.path.join(cell_dir, "teacher")
+                study,
+                cell_splits(study, data_options, seed),
+                data_options,
+                seed,
+                os.path.join(cell_dir, "teacher"),
             )
             done += 1
             log(_progress(done, total, study.column_key, column_value, seed, "teacher", teacher_record))
@@ -690,7 +704,7 @@ def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None]
             for method in study.methods:
                 record = train_student(
                     study,
-                    splits,
+                    cell_splits(study, data_options, seed),
                     data_options,
                     seed,
                     method,
@@ -702,6 +716,106 @@ def run_study(study: StudyConfig, output_dir: str, *, log: Callable[[str], None]
                 log(_progress(done, total, study.column_key, column_value, seed, method, record))
                 records.append(record)
     return records
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """One training of a study: the teacher (`method=None`) or one method's student of a (setting, seed)."""
+
+    study: StudyConfig
+    column_value: object
+    seed: int
+    data_options: dict
+    directory: str
+    method: str | None = None
+
+
+def cell_splits(study: StudyConfig, data_options: dict, seed: int) -> datasets.Splits:
+    """A cell's data, loaded afresh after seeding: every cell (the teacher and each method's student) sees
+    the same batches in the same order whatever ran before it, in this process or another."""
+    keras.utils.set_random_seed(seed)
+    return study.load_splits(data_options, seed)
+
+
+def _train_cell(cell: _Cell) -> dict:
+    """Trains one cell from what is on disk (a student's teacher from its saved file); returns its record."""
+    splits = cell_splits(cell.study, cell.data_options, cell.seed)
+    if cell.method is None:
+        record, _ = train_teacher(cell.study, splits, cell.data_options, cell.seed, cell.directory)
+        return record
+    teacher_dir = os.path.join(os.path.dirname(cell.directory), "teacher")
+    teacher, _ = load_teacher(teacher_dir, cell.study.dataset, splits.num_classes)
+    teacher_record = read_json(os.path.join(teacher_dir, "record.json"))
+    return train_student(
+        cell.study, splits, cell.data_options, cell.seed, cell.method, teacher, teacher_record, cell.directory
+    )
+
+
+def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[dict]:
+    from kd_tf import parallel
+
+    teachers, students = [], []
+    for setting in study.settings:
+        column_value = setting[study.column_key]
+        for seed in study.seeds:
+            data_options = {**study.data_options, **setting}
+            cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
+            cell = _Cell(study, column_value, seed, data_options, os.path.join(cell_dir, "teacher"))
+            teachers.append(cell)
+            students += [
+                dataclasses.replace(cell, directory=os.path.join(cell_dir, method), method=method)
+                for method in study.methods
+            ]
+    total, found = len(teachers) + len(students), {}
+
+    def train(cells):
+        pending = []
+        for cell in cells:  # finished cells are reused here, without starting a worker
+            record = _reuse(cell.directory)
+            if record is None:
+                pending.append(cell)
+            else:
+                found[cell.directory] = record
+                log(
+                    _progress(
+                        len(found),
+                        total,
+                        study.column_key,
+                        cell.column_value,
+                        cell.seed,
+                        cell.method or "teacher",
+                        record,
+                    )
+                )
+        finished = parallel.run_unordered(
+            _train_cell, pending, jobs, deterministic=deterministic, precision=study.precision
+        )
+        for cell, record in finished:
+            found[cell.directory] = record
+            log(
+                _progress(
+                    len(found),
+                    total,
+                    study.column_key,
+                    cell.column_value,
+                    cell.seed,
+                    cell.method or "teacher",
+                    record,
+                )
+            )
+
+    train(teachers)
+    train(students)
+    # The order of the one-process run: per column and seed, the teacher, then the methods.
+    order = [
+        cell
+        for teacher in teachers
+        for cell in [
+            teacher,
+            *(s for s in students if os.path.dirname(s.directory) == os.path.dirname(teacher.directory)),
+        ]
+    ]
+    return [found[cell.directory] for cell in order]
 
 
 def _jsonable(values: dict) -> dict:

@@ -1,0 +1,104 @@
+"""Independent trainings in worker processes: `--jobs` cells of a table or sweep at a time.
+
+Each worker is a new interpreter (`spawn`) that imports TensorFlow once and trains the cells it is handed,
+its thread pools sized so that jobs × threads stays within the machine's cores. Cells share nothing in memory:
+each reads its data and teacher from disk and writes its own run directory, as a rerun would, so a cell gives
+the same record whichever process trains it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+
+
+def default_jobs() -> int:
+    """As many jobs as the machine has cores (what `--jobs` defaults to on a machine without accelerators)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool, parent: int) -> None:
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    with _quiet(quiet):
+        import keras
+        import tensorflow as tf
+
+        import kd_tf  # noqa: F401 (registers the saved models' layers)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def _die_with(parent: int) -> None:
+    """Has the kernel kill this worker when the run's process dies, however it dies (a SIGKILLed run must
+    not leave workers writing into its directory; Linux `PR_SET_PDEATHSIG`)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent was gone before the request took effect
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool):
+    """Hides what TensorFlow's C++ side prints while it loads (as `run.py` does in its own process)."""
+    if not quiet:
+        yield
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def run_unordered(
+    function: Callable, items: Iterable, jobs: int, *, deterministic: bool, precision: str, quiet: bool = True
+) -> Iterator:
+    """`function(item)` for every item in `jobs` worker processes; yields `(item, result)` as each finishes.
+
+    An exception in a cell is raised here (the other cells stop); Ctrl-C stops every worker.
+    """
+    items = list(items)
+    if not items:
+        return
+    jobs = min(jobs, len(items))
+    context = multiprocessing.get_context("spawn")
+    initargs = (threads_per_job(jobs), deterministic, precision, quiet, os.getpid())
+    pool = context.Pool(jobs, initializer=_start_worker, initargs=initargs)
+    try:
+        for index, result in pool.imap_unordered(_Indexed(function), list(enumerate(items))):
+            yield items[index], result
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+class _Indexed:
+    """`function` applied to the item of an `(index, item)` pair, returning `(index, result)` (picklable)."""
+
+    def __init__(self, function: Callable):
+        self.function = function
+
+    def __call__(self, pair):
+        index, item = pair
+        return index, self.function(item)

@@ -1,0 +1,57 @@
+"""`--jobs`: a table's cells in worker processes give the records one process gives, in any method order."""
+
+import json
+import os
+import signal
+import time
+
+from cli_process import TINY, check_ok, run_cli, start_cli, wait_for
+
+TABLE = [*TINY, "--taus=0.2,0.8", "--methods=kd,kd_pt", "--deterministic"]
+
+
+def records(directory):
+    with open(os.path.join(directory, "results.json")) as handle:
+        return {(record["tau"], record["method"]): record for record in json.load(handle)}
+
+
+def same_records(one, other):
+    assert one.keys() == other.keys()
+    for key in one:
+        assert {**one[key], "wall_time_s": 0} == {**other[key], "wall_time_s": 0}, key
+
+
+def test_two_jobs_write_the_one_job_table_and_method_order_does_not_matter(tmp_path):
+    sequential = str(tmp_path / "one")
+    check_ok(run_cli([*TABLE, f"--output_dir={sequential}"]))
+    parallel = str(tmp_path / "two")
+    completed = check_ok(run_cli([*TABLE, "--jobs=2", "--methods=kd_pt,kd", f"--output_dir={parallel}"]))
+    assert "2 jobs at a time, 1 thread(s) each (--jobs)." in completed.stdout
+    assert completed.stdout.count(" test accuracy ") == 6  # one line per finished cell
+    same_records(records(sequential), records(parallel))
+
+
+def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_same_table(tmp_path):
+    argv = [*TABLE, "--jobs=2", "--teacher_epochs=60"]
+    uninterrupted = str(tmp_path / "whole")
+    check_ok(run_cli([*argv, f"--output_dir={uninterrupted}"]))
+    killed = str(tmp_path / "killed")
+    process = start_cli([*argv, f"--output_dir={killed}"])
+    pointer = os.path.join(killed, "runs", "tau=0.2", "seed=0", "teacher", "backup", "latest.json")
+    wait_for(lambda: os.path.exists(pointer), process=process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    def files():
+        return {
+            os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+            for root, _, names in os.walk(killed)
+            for name in names
+        }
+
+    time.sleep(2)  # the kernel kills the workers with their parent; give a stray one time to show itself
+    before = files()
+    time.sleep(3)
+    assert files() == before, "a worker kept training after its run was killed"
+    check_ok(run_cli([*argv, f"--output_dir={killed}"]))
+    same_records(records(uninterrupted), records(killed))
