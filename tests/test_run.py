@@ -120,6 +120,7 @@ BAD_RUNS = [
     (["--method_overrides=kd_wrong:temperature=2"], "unknown method"),
     (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
     (["--mode=analyze", "--strategy=multi_worker_mirrored"], "runs --mode=table/teacher/student"),
+    (["--jobs=2", "--strategy=mirrored"], "which --strategy=mirrored cannot span"),
     (
         ["--dataset=ptb", "--mode=teacher", "--data_dir=/", "--strategy=multi_worker_mirrored"],
         "does not run --dataset=ptb",
