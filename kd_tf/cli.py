@@ -139,6 +139,7 @@ def _run_mode(options: _Options, strategy) -> None:
                 raise
             raise UserError(str(error)) from error
         except _LOST_PEER_ERRORS as error:
+            runtime.raise_if_interrupted()  # a Ctrl-C given to every worker: the peers' loss follows from it
             if flag_values.verbose or not runtime.across_workers(strategy):
                 raise
             raise UserError(_lost_worker_message(error, strategy, flag_values.collective_timeout)) from error

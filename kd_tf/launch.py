@@ -4,7 +4,8 @@
 
 Each worker is the same command with its own `TF_CONFIG` (a cluster of `N` workers on free 127.0.0.1
 ports, worker 0 the chief). Their output is streamed line by line with a `[worker i]` prefix. The launcher
-returns the chief's exit code once every worker has ended; Ctrl-C is passed on to every worker. On a real
+returns the chief's exit code once every worker has ended. Ctrl-C is passed on to every worker (one still
+running 10 s later is killed) and the launcher exits 130; rerunning the command resumes. On a real
 cluster, start the same command once per host with that host's `TF_CONFIG` instead (BUILD.md).
 """
 
@@ -75,16 +76,31 @@ def launch(command: Sequence[str], workers: int, ports: Sequence[int] | None = N
     try:
         codes = [process.wait() for process in processes]
     except KeyboardInterrupt:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        codes = [process.wait() for process in processes]
+        _stop(processes)
+        for stream in streams:
+            stream.join()
+        print("[launch] Interrupted; run the same command again to resume.", flush=True)
+        return 130
     for stream in streams:
         stream.join()
     for index, code in enumerate(codes):
         if code:
             print(f"[launch] worker {index} exited with code {code}.", flush=True)
     return codes[0]
+
+
+def _stop(processes: Sequence[subprocess.Popen], grace: float = 10.0) -> None:
+    """Ctrl-C for every worker; those still running after `grace` seconds (one may be waiting on a
+    collective that the others left) are killed. Their checkpoints make the rerun resume."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
