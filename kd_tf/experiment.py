@@ -768,6 +768,11 @@ def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[
             ]
     total, found = len(teachers) + len(students), {}
 
+    def finish(cell, record):
+        found[cell.directory] = record
+        method = cell.method or "teacher"
+        log(_progress(len(found), total, study.column_key, cell.column_value, cell.seed, method, record))
+
     def train(cells):
         pending = []
         for cell in cells:  # finished cells are reused here, without starting a worker
@@ -775,34 +780,12 @@ def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[
             if record is None:
                 pending.append(cell)
             else:
-                found[cell.directory] = record
-                log(
-                    _progress(
-                        len(found),
-                        total,
-                        study.column_key,
-                        cell.column_value,
-                        cell.seed,
-                        cell.method or "teacher",
-                        record,
-                    )
-                )
+                finish(cell, record)
         finished = parallel.run_unordered(
             _train_cell, pending, jobs, deterministic=deterministic, precision=study.precision
         )
         for cell, record in finished:
-            found[cell.directory] = record
-            log(
-                _progress(
-                    len(found),
-                    total,
-                    study.column_key,
-                    cell.column_value,
-                    cell.seed,
-                    cell.method or "teacher",
-                    record,
-                )
-            )
+            finish(cell, record)
 
     train(teachers)
     train(students)
