@@ -13,10 +13,13 @@ def _quiet_native_start():
     """Hides what TensorFlow's C++ side prints while it loads and probes for accelerators (CUDA probing on a
     CPU machine, oneDNN notices): a newcomer reads those lines as errors. Only when the user set neither
     `TF_CPP_MIN_LOG_LEVEL` nor `--verbose`; a Python error raised meanwhile is still shown, after the block."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "--verbose" in sys.argv:
+    # A table's worker processes import this file again; the level set here is not the user's.
+    set_here = os.environ.get("KD_TF_QUIET_START") == "1"
+    if ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not set_here) or "--verbose" in sys.argv:
         yield
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["KD_TF_QUIET_START"] = "1"
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -303,6 +306,23 @@ _JOBS = flags.DEFINE_integer(
     "from its teacher's file), threads split among them. Default: one per CPU core under "
     "--strategy=default without accelerators, else 1.",
     lower_bound=1,
+)
+_TEACHER_CACHE = flags.DEFINE_enum(
+    "teacher_cache",
+    "auto",
+    ["auto", "on", "off"],
+    "Students of data without random augmentation (synthetic, PTB, digits or CIFAR with --noaugment) train on "
+    "their teacher's outputs computed once (kept beside the teacher) instead of running it at every step; "
+    "the same batches in the same order. auto: wherever the data allows it under --strategy=default or "
+    "mirrored, and for PTB where the payload fits --teacher_cache_max_mb; on: the same, refusing what cannot "
+    "be cached; off: the teacher runs at every step.",
+)
+_TEACHER_CACHE_MAX_MB = flags.DEFINE_float(
+    "teacher_cache_max_mb",
+    4096.0,
+    "--dataset=ptb: the largest teacher payload (MB) a student holds in memory (KD-topk at k=5 takes 40 bytes "
+    "a token, 37 MB; KD's 10,000 logits a token would take 37 GB and stays online).",
+    lower_bound=0,
 )
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices",

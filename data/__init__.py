@@ -32,6 +32,10 @@ class Splits:
         train_pipeline: for training across workers, one input pipeline's training batches given its
             `tf.distribute.InputContext` (its share of the files, batched per replica), or `None` where
             every worker reads `train` whole and keeps its part of each batch.
+        train_with_targets: `targets -> dataset`: the batches of `train`, in the same order, with
+            `targets[i]` in place of the label of example `i` of `train_ordered` (what offline distillation
+            trains on: labels packed with a cached teacher payload); `None` where the dataset cannot offer
+            it (random augmentation: the cached outputs would belong to other inputs).
     """
 
     train: tf.data.Dataset
@@ -43,6 +47,7 @@ class Splits:
     augmented: bool = False
     validation: tf.data.Dataset | None = None
     train_pipeline: Callable[[tf.distribute.InputContext], tf.data.Dataset] | None = None
+    train_with_targets: Callable[[np.ndarray], tf.data.Dataset] | None = None
 
 
 # Flag name -> module under `data/`; each module defines `load(**options) -> Splits`.
@@ -62,3 +67,11 @@ def module(name: str):
     if name not in _MODULES:
         raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(NAMES)}.")
     return importlib.import_module(_MODULES[name])
+
+
+def cache_refusal(name: str, options: dict) -> str | None:
+    """Why students of dataset `name` with data `options` cannot train on cached teacher outputs (its
+    training inputs change at random from epoch to epoch), or `None` when they can; known without loading
+    the data. A module says so with `teacher_cache_refusal(options)`; one without it can always be cached."""
+    refusal = getattr(module(name), "teacher_cache_refusal", None)
+    return None if refusal is None else refusal(options)

@@ -158,3 +158,8 @@ def load(
         color_augment=color_augment,
         class_parents=CLASS_PARENTS.copy(),
     )
+
+
+def teacher_cache_refusal(options: dict) -> str | None:
+    """Why cached teacher outputs cannot serve training (`data.cache_refusal`)."""
+    return image_ops.augmentation_refusal("cifar100", options)

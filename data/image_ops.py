@@ -172,13 +172,26 @@ def image_splits(
             shuffle_buffer,
             dict(padding=padding, flip=flip, color_augment=color_augment),
         )
+        train_with_targets = None  # the cached outputs would belong to the unaugmented images
     else:
-        train = (
-            train_examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-            .map(lambda image, *labels: (eval_transform(image), *labels), tf.data.AUTOTUNE)
-            .batch(batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+
+        def unaugmented_batches(examples):
+            return (
+                examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+                .map(lambda image, *labels: (eval_transform(image), *labels), tf.data.AUTOTUNE)
+                .batch(batch_size, drop_remainder=True)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+
+        def train_with_targets(targets):
+            # The shuffle's order depends on the seed and the example count only: the same images, in the
+            # same batches, as `train`, each with its own row of `targets`.
+            rows = tf.data.Dataset.from_tensor_slices(targets)
+            return unaugmented_batches(
+                tf.data.Dataset.zip(train_examples, rows).map(lambda element, row: (element[0], row))
+            )
+
+        train = unaugmented_batches(train_examples)
     return Splits(
         train=train,
         test=_eval_batches(test_examples, batch_size),
@@ -187,4 +200,12 @@ def image_splits(
         train_ordered=_eval_batches(train_examples, batch_size),
         class_parents=class_parents,
         augmented=augment,
+        train_with_targets=train_with_targets,
     )
+
+
+def augmentation_refusal(dataset: str, options: dict) -> str | None:
+    """Why a teacher cache cannot serve `dataset`'s training with `options`: random augmentation, or `None`."""
+    if options.get("augment", True):
+        return f"--dataset={dataset} augments its training images at random (--noaugment turns that off)"
+    return None

@@ -327,3 +327,10 @@ def _cast(image, dtype):
 def _check_positive_int(argument, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
+
+
+def teacher_cache_refusal(options: dict) -> str | None:
+    """Why cached teacher outputs cannot serve training (`data.cache_refusal`): every training image is a
+    random crop."""
+    del options
+    return "--dataset=imagenet trains on random crops of its images"

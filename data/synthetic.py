@@ -234,13 +234,18 @@ def splits(
             "`batch_size` must not exceed `train_examples` (the last partial batch is dropped). "
             f"Received: batch_size={batch_size}, train_examples={len(inputs)}"
         )
-    train = tf.data.Dataset.from_tensor_slices((inputs, labels)).shuffle(
-        len(inputs), seed=seed, reshuffle_each_iteration=True
-    )
-    if examples_per_epoch is not None:
-        train = train.repeat()
+
+    def train_batches(targets):
+        examples = tf.data.Dataset.from_tensor_slices((inputs, targets))
+        # The shuffle's order depends on the seed and the example count only, so batches that carry other
+        # targets (`train_with_targets`) hold the same examples in the same order.
+        examples = examples.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        if examples_per_epoch is not None:
+            examples = examples.repeat()
+        return examples.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
     return Splits(
-        train=train.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
+        train=train_batches(labels),
         test=_ordered(data.x_test, data.y_test, batch_size),
         num_classes=data.task.num_classes,
         train_examples=examples_per_epoch or len(inputs),
@@ -248,6 +253,7 @@ def splits(
         class_parents=data.class_parents,
         augmented=False,
         validation=_ordered(data.x_validation, data.y_validation, batch_size),
+        train_with_targets=train_batches,
     )
 
 

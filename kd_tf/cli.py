@@ -48,6 +48,8 @@ KNOWN_CLASSES = {"cifar100": 100, "digits": 10, "imagenet": 1000}
 NEEDS_DATA_DIR = ("imagenet", "ptb")
 SWEEPS = ("data_efficiency", "sweet_spot")
 MULTI_WORKER_MODES = ("table", "teacher", "student")
+# Strategies under which students can train on a teacher cache (`--teacher_cache`).
+OFFLINE_STRATEGIES = ("default", "mirrored")
 
 
 class UserError(Exception):
@@ -63,6 +65,7 @@ def run(flag_values) -> None:
     """
     options = _Options(flag_values)
     options.check()
+    runtime.quiet_retracing_warnings()
     if flag_values.cpu_devices > 1:
         runtime.split_cpu(flag_values.cpu_devices)
     if flag_values.deterministic:
@@ -279,6 +282,8 @@ class _Options:
                 f"--jobs={flag_values.jobs} trains cells in separate processes, which --strategy="
                 f"{flag_values.strategy} cannot span: use --jobs=1 with it."
             )
+        if flag_values.teacher_cache == "on":
+            self._check_teacher_cache()
         if self.dataset == "ptb" and flag_values.mode not in ("teacher", "student"):
             raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if flag_values.mode == "student":
@@ -312,6 +317,26 @@ class _Options:
         # Last, after every other check: nothing on disk is touched by a refused command.
         if flag_values.mode in WRITING_MODES:
             self._check_output_dir()
+
+    def _check_teacher_cache(self) -> None:
+        """`--teacher_cache=on`: refused where students would still run their teacher at every step."""
+        flag_values = self.flags
+        if flag_values.strategy in OFFLINE_STRATEGIES:
+            reason = datasets.cache_refusal(self.dataset, self.data_options())
+        else:
+            reason = f"--strategy={flag_values.strategy} distils online"
+        if reason is not None:
+            raise UserError(
+                f"--teacher_cache=on cannot serve this run: {reason}. Use --teacher_cache=auto or off."
+            )
+
+    def teacher_cache(self) -> str:
+        """`--teacher_cache` as the runner applies it: `auto` distils online across workers and on TPUs (the
+        cache is built and read by one process)."""
+        mode = self.flags.teacher_cache
+        if mode == "auto" and self.flags.strategy not in OFFLINE_STRATEGIES:
+            return "off"
+        return mode
 
     def _check_multi_worker(self) -> None:
         """What runs across workers: the Keras training of `table`, `teacher` and `student`."""
@@ -628,6 +653,7 @@ def _study(options: _Options) -> experiment.StudyConfig:
         teacher_label_smoothing=flag_values.teacher_label_smoothing,
         precision=flag_values.precision,
         load_splits=SplitsLoader(options.dataset, flag_values.batch_size, flag_values.steps_per_epoch),
+        teacher_cache=options.teacher_cache(),
     )
 
 
@@ -709,7 +735,15 @@ def _run_student(options: _Options) -> None:
     teacher, _ = experiment.load_teacher(teacher_dir, options.dataset, splits.num_classes)
     study.student_train.verbose = options.keras_verbose(single_run=True)
     record = experiment.train_student(
-        study, splits, data_options, seed, options.flags.method, teacher, teacher_info, options.output_dir
+        study,
+        splits,
+        data_options,
+        seed,
+        options.flags.method,
+        teacher,
+        teacher_info,
+        options.output_dir,
+        teacher_dir=teacher_dir,
     )
     _finish_single(options, [record], study.column_key)
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import data as datasets
 import models
-from kd_tf import losses, runtime
+from kd_tf import history, losses, offline, runtime
 from kd_tf import paper as paper_numbers
 from kd_tf.checkpoint import EpochCheckpoint
 from kd_tf.distiller import Distiller, class_vectors
@@ -173,11 +173,9 @@ def train(
     # that epoch, which finds the same best again, instead of resuming past an epoch never recorded.
     records = []
     if run_dir:
-        records.append(EpochHistory(os.path.join(run_dir, "history.csv"), finished_epochs))
+        records.append(history.EpochHistory(os.path.join(run_dir, "history.csv"), finished_epochs))
         if config.tensorboard:
-            records.append(
-                keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0)
-            )
+            records.append(history.EpochSummaries(os.path.join(run_dir, "logs")))
     all_callbacks = [
         StopOnNonFiniteLoss(),
         best,
@@ -257,34 +255,6 @@ def _agreed_resume_epoch(checkpoint: EpochCheckpoint) -> int:
             f"The workers hold no common checkpoint in {checkpoint.directory}; rerun with --overwrite."
         )
     return epoch
-
-
-class EpochHistory(keras.callbacks.Callback):
-    """`history.csv`: one row per finished epoch (epoch, learning rate, every metric), rewritten whole each
-    epoch. Rows past the epoch a run resumes from are dropped, so a rerun epoch is never listed twice."""
-
-    def __init__(self, path: str, finished_epochs: int):
-        super().__init__()
-        self.path = path
-        self.rows = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8", newline="") as handle:
-                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= finished_epochs]
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "learning_rate": _current_learning_rate(self.model.optimizer)}
-        row.update({key: float(value) for key, value in (logs or {}).items() if np.ndim(value) == 0})
-        self.rows.append(row)
-        fields = list(dict.fromkeys(key for row in self.rows for key in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buffer.getvalue())
-
-
-def _current_learning_rate(optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -558,6 +528,9 @@ class StudyConfig:
     teacher_label_smoothing: float = 0.0
     precision: str = "float32"
     load_splits: Callable[[dict, int], datasets.Splits] | None = None
+    teacher_cache: str = (
+        "off"  # `offline.MODES`: whether students distil from a cache of the teacher's outputs
+    )
 
 
 def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, directory: str):
@@ -565,6 +538,8 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
     record = _reuse(directory)
     if record is not None:
         teacher, _ = load_teacher(directory, study.dataset, splits.num_classes)
+        if offline.wanted(study.teacher_cache, splits):
+            offline.load_or_build(teacher, splits, [os.path.join(directory, offline.CACHE_DIR)])
         return record, teacher
     keras.utils.set_random_seed(seed)
     teacher = build_model(
@@ -598,15 +573,27 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
         "test_accuracy": record["test_accuracy"],
     }
     save_teacher(teacher, directory, info)
+    if offline.wanted(study.teacher_cache, splits):
+        # Before the record: a finished teacher's students find its outputs cached.
+        offline.build(teacher, splits, os.path.join(directory, offline.CACHE_DIR))
     _store(directory, record)
     return record, teacher
 
 
-def train_student(study, splits, data_options, seed, method, teacher, teacher_record, directory) -> dict:
-    """Distils `method` from `teacher` into a new student in `directory` (or reuses a finished run)."""
+def train_student(
+    study, splits, data_options, seed, method, teacher, teacher_record, directory, teacher_dir=None
+) -> dict:
+    """Distils `method` from `teacher` into a new student in `directory` (or reuses a finished run).
+
+    Where `study.teacher_cache` asks for it, the student trains on the teacher's cached outputs: those in
+    `teacher_dir`, or, when it holds none that fit, a cache built in the student's own directory.
+    """
     record = _reuse(directory)
     if record is not None:
         return record
+    cache_dirs = None
+    if offline.wanted(study.teacher_cache, splits):
+        cache_dirs = [os.path.join(path, offline.CACHE_DIR) for path in (teacher_dir, directory) if path]
     student, result, hyperparameters = distil(
         method,
         {**study.hyperparameters, **study.method_overrides.get(method, {})},
@@ -618,6 +605,7 @@ def train_student(study, splits, data_options, seed, method, teacher, teacher_re
         precision=study.precision,
         seed=seed,
         run_dir=directory,
+        cache_dirs=cache_dirs,
     )
     save_model(student, os.path.join(directory, "student.keras"))
     record = _record(study, "student", method, seed, data_options, result, hyperparameters)
@@ -638,28 +626,38 @@ def distil(
     precision: str = "float32",
     seed: int = 0,
     run_dir: str | None = None,
+    cache_dirs: Sequence[str] | None = None,
 ):
     """Builds a new `model_name` student (seeded `seed + 1`) and trains it with `method`.
 
-    `values` maps hyperparameter flag names to values; the method takes the ones it accepts. Returns
-    `(student, train()'s result, the hyperparameters used)`.
+    `values` maps hyperparameter flag names to values; the method takes the ones it accepts. With
+    `cache_dirs`, a method that needs the teacher's outputs reads them from the first of those directories
+    that holds a fitting cache (`kd_tf.offline`; built in the last one otherwise) instead of running the
+    teacher at every step. Returns `(student, train()'s result, the hyperparameters used)`; the result's
+    `teacher_cache` says whether the teacher's outputs came from a cache.
     """
     hyperparameters = method_hyperparameters(method, values)
     loss = method_loss(method, hyperparameters, teacher, splits)
+    needs_teacher = bool(loss.payload_size(splits.num_classes))
+    cached = needs_teacher and bool(cache_dirs)
+    if cached:
+        splits = offline.distillation_splits(
+            splits, loss, offline.load_or_build(teacher, splits, list(cache_dirs))
+        )
     keras.utils.set_random_seed(seed + 1)
     student = build_model(
         model_name, splits.num_classes, input_shape_of(splits), model_options, config.weight_decay
     )
     result = train(
         student=student,
-        teacher=teacher if loss.payload_size(splits.num_classes) else None,
+        teacher=teacher if needs_teacher and not cached else None,
         loss=loss,
         splits=splits,
         config=config,
         precision=precision,
         run_dir=run_dir,
     )
-    return student, result, hyperparameters
+    return student, result | {"teacher_cache": cached}, hyperparameters
 
 
 def _print_now(line: str) -> None:
@@ -711,6 +709,7 @@ def run_study(
                     teacher,
                     teacher_record,
                     os.path.join(cell_dir, method),
+                    teacher_dir=os.path.join(cell_dir, "teacher"),
                 )
                 done += 1
                 log(_progress(done, total, study.column_key, column_value, seed, method, record))
@@ -747,58 +746,74 @@ def _train_cell(cell: _Cell) -> dict:
     teacher, _ = load_teacher(teacher_dir, cell.study.dataset, splits.num_classes)
     teacher_record = read_json(os.path.join(teacher_dir, "record.json"))
     return train_student(
-        cell.study, splits, cell.data_options, cell.seed, cell.method, teacher, teacher_record, cell.directory
+        cell.study,
+        splits,
+        cell.data_options,
+        cell.seed,
+        cell.method,
+        teacher,
+        teacher_record,
+        cell.directory,
+        teacher_dir=teacher_dir,
     )
 
 
 def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[dict]:
     from kd_tf import parallel
 
-    teachers, students = [], []
+    teachers, students_of = [], {}
     for setting in study.settings:
         column_value = setting[study.column_key]
         for seed in study.seeds:
             data_options = {**study.data_options, **setting}
             cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
-            cell = _Cell(study, column_value, seed, data_options, os.path.join(cell_dir, "teacher"))
-            teachers.append(cell)
-            students += [
-                dataclasses.replace(cell, directory=os.path.join(cell_dir, method), method=method)
+            teacher = _Cell(study, column_value, seed, data_options, os.path.join(cell_dir, "teacher"))
+            teachers.append(teacher)
+            students_of[teacher.directory] = [
+                dataclasses.replace(teacher, directory=os.path.join(cell_dir, method), method=method)
                 for method in study.methods
             ]
-    total, found = len(teachers) + len(students), {}
+    total = len(teachers) + sum(len(students) for students in students_of.values())
+    found = {}
 
     def finish(cell, record):
         found[cell.directory] = record
         method = cell.method or "teacher"
         log(_progress(len(found), total, study.column_key, cell.column_value, cell.seed, method, record))
 
-    def train(cells):
+    def unfinished(cells):
+        """The cells still to train; a finished one is reported and reused here, without a worker."""
         pending = []
-        for cell in cells:  # finished cells are reused here, without starting a worker
+        for cell in cells:
             record = _reuse(cell.directory)
             if record is None:
                 pending.append(cell)
             else:
                 finish(cell, record)
-        finished = parallel.run_unordered(
-            _train_cell, pending, jobs, deterministic=deterministic, precision=study.precision
-        )
-        for cell, record in finished:
-            finish(cell, record)
+        return pending
 
-    train(teachers)
-    train(students)
-    # The order of the one-process run: per column and seed, the teacher, then the methods.
-    order = [
-        cell
+    def students_after(cell, record):
+        del record
+        return unfinished(students_of[cell.directory]) if cell.method is None else []
+
+    # Every teacher first; a teacher's students as soon as it has finished (they read it from its file).
+    start = unfinished(teachers)
+    waiting = {cell.directory for cell in start}
+    start += [
+        student
         for teacher in teachers
-        for cell in [
-            teacher,
-            *(s for s in students if os.path.dirname(s.directory) == os.path.dirname(teacher.directory)),
-        ]
+        if teacher.directory not in waiting
+        for student in students_after(teacher, None)
     ]
-    return [found[cell.directory] for cell in order]
+    finished = parallel.run_unordered(
+        _train_cell, start, jobs, deterministic=deterministic, precision=study.precision, then=students_after
+    )
+    for cell, record in finished:
+        finish(cell, record)
+    # The order of the one-process run: per column and seed, the teacher, then the methods.
+    return [
+        found[cell.directory] for teacher in teachers for cell in [teacher, *students_of[teacher.directory]]
+    ]
 
 
 def _jsonable(values: dict) -> dict:

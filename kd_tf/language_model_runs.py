@@ -44,12 +44,17 @@ def run(options) -> None:
             loss = experiment.method_loss(method, hyperparameters, teacher, splits)
             if not loss.payload_size(corpus.num_words):
                 teacher = None  # LS, KD-sim: nothing per token from the teacher
+    teacher_payloads = None
+    if teacher is not None and loss is not None and _cached(options, corpus, loss):
+        print("Caching the teacher's outputs over the training text (--teacher_cache)...", flush=True)
+        teacher_payloads, teacher = language_model.teacher_payload_cache(teacher, corpus, loss), None
     result = language_model.train_language_model(
         model=model,
         corpus=corpus,
         epochs=flag_values.epochs,
         teacher=teacher,
         loss=loss,
+        teacher_payloads=teacher_payloads,
         lr=flag_values.learning_rate,
         clip=flag_values.clip,
         weight_decay=flag_values.weight_decay,
@@ -61,6 +66,7 @@ def run(options) -> None:
     )
     record = {
         "dataset": "ptb",
+        "teacher_cache": teacher_payloads is not None,
         "role": "teacher" if flag_values.mode == "teacher" else "student",
         "method": method,
         "seed": options.seeds[0],
@@ -106,3 +112,23 @@ def run(options) -> None:
     header = f"# PTB\n\nCommand: `{' '.join(sys.argv)}`\n\n"
     experiment.write_results(output_dir, [record], table, header)
     print("\n" + table)
+
+
+def _cached(options, corpus, loss) -> bool:
+    """Whether the student reads its teacher's per-token payload from memory (`--teacher_cache`): where the
+    payload of every training position fits `--teacher_cache_max_mb` (KD-topk's 2k numbers a token do, KD's
+    full logits over the vocabulary do not)."""
+    mode = options.teacher_cache()
+    if mode == "off":
+        return False
+    lanes = corpus.lanes("train")
+    megabytes = lanes.shape[0] * (lanes.shape[1] - 1) * loss.payload_size(corpus.num_words) * 4 / 2**20
+    limit = options.flags.teacher_cache_max_mb
+    if megabytes <= limit:
+        return True
+    if mode == "on":
+        raise ValueError(
+            f"--teacher_cache=on: the {loss.method_name} payload of the training text would take "
+            f"{megabytes:,.2f} MB, above --teacher_cache_max_mb={limit}."
+        )
+    return False

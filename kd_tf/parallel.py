@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import queue
 import signal
 from collections.abc import Callable, Iterable, Iterator
 
@@ -32,6 +33,8 @@ def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool
         import tensorflow as tf
 
         import kd_tf  # noqa: F401 (registers the saved models' layers)
+        from kd_tf import runtime
+    runtime.quiet_retracing_warnings()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     if deterministic:
@@ -69,36 +72,57 @@ def _quiet(quiet: bool):
 
 
 def run_unordered(
-    function: Callable, items: Iterable, jobs: int, *, deterministic: bool, precision: str, quiet: bool = True
+    function: Callable,
+    items: Iterable,
+    jobs: int,
+    *,
+    deterministic: bool,
+    precision: str,
+    quiet: bool = True,
+    then: Callable[[object, object], Iterable] | None = None,
 ) -> Iterator:
     """`function(item)` for every item in `jobs` worker processes; yields `(item, result)` as each finishes.
 
-    An exception in a cell is raised here (the other cells stop); Ctrl-C stops every worker.
+    `then(item, result)`, when given, returns the items that may start once `item` has finished (a teacher's
+    students); they run in the same workers, after the items already waiting. An exception in a cell is
+    raised here (the other cells stop); Ctrl-C stops every worker.
     """
     items = list(items)
     if not items:
         return
-    jobs = min(jobs, len(items))
     context = multiprocessing.get_context("spawn")
     initargs = (threads_per_job(jobs), deterministic, precision, quiet, os.getpid())
     pool = context.Pool(jobs, initializer=_start_worker, initargs=initargs)
+    finished = queue.SimpleQueue()
+    running = 0
+
+    def submit(item):
+        nonlocal running
+        running += 1
+        pool.apply_async(
+            function,
+            (item,),
+            callback=lambda result: finished.put((item, result, None)),
+            error_callback=lambda error: finished.put((item, None, error)),
+        )
+
     try:
-        for index, result in pool.imap_unordered(_Indexed(function), list(enumerate(items))):
-            yield items[index], result
+        for item in items:
+            submit(item)
+        while running:
+            try:
+                item, result, error = finished.get(timeout=0.2)  # a timeout keeps Ctrl-C deliverable
+            except queue.Empty:
+                continue
+            running -= 1
+            if error is not None:
+                raise error
+            yield item, result
+            for follower in then(item, result) if then else ():
+                submit(follower)
         pool.close()
     except BaseException:
         pool.terminate()
         raise
     finally:
         pool.join()
-
-
-class _Indexed:
-    """`function` applied to the item of an `(index, item)` pair, returning `(index, result)` (picklable)."""
-
-    def __init__(self, function: Callable):
-        self.function = function
-
-    def __call__(self, pair):
-        index, item = pair
-        return index, self.function(item)

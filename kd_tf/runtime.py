@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 
 import keras
@@ -180,3 +181,14 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         raise_if_interrupted()
+
+
+class _NoRetracingWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing_warnings() -> None:
+    """Drops TensorFlow's "triggered tf.function retracing" warnings: a process that trains one model after
+    another compiles each model's own step functions, which TensorFlow counts as retracing one function."""
+    tf.get_logger().addFilter(_NoRetracingWarnings())

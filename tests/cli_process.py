@@ -65,3 +65,19 @@ def check_ok(completed: subprocess.CompletedProcess) -> subprocess.CompletedProc
         f"--- stderr\n{completed.stderr[-5000:]}"
     )
     return completed
+
+
+def tiny_ptb(directory) -> list:
+    """Writes a small PTB-format corpus under `directory` and returns the flags of a seconds-long PTB run."""
+    import data.ptb
+
+    corpus_dir = data.ptb.write_toy_corpus(str(directory), train_lines=200, valid_lines=30, test_lines=30)
+    return [
+        "--embedding_size=16",
+        "--hidden_size=24",
+        "--epochs=1",
+        "--max_windows_per_epoch=4",
+        "--bptt=12",
+        "--progress=none",
+        f"--data_dir={corpus_dir}",
+    ]

@@ -46,13 +46,21 @@ def records(directory):
         return json.load(handle)
 
 
+def online_across_workers(records_of_workers):
+    """Across workers, students run their teacher at every step (the cache is one process's)."""
+    assert all(record.get("teacher_cache") in (None, False) for record in records_of_workers)
+
+
 def assert_same_records(expected, actual):
-    """Equal records, wall times aside; floats to the last few bits (summation order across workers)."""
+    """Equal records, wall times aside; floats to the last few bits (summation order across workers).
+
+    One process distils from its teacher's cached outputs (`--teacher_cache=auto`), workers online
+    (`online_across_workers`): the same training."""
     assert len(expected) == len(actual)
     for one, other in zip(expected, actual, strict=True):
         assert one.keys() == other.keys()
         for key, value in one.items():
-            if key == "wall_time_s":
+            if key in ("wall_time_s", "teacher_cache"):
                 continue
             if isinstance(value, float):
                 assert math.isclose(value, other[key], rel_tol=1e-5, abs_tol=1e-7), (key, value, other[key])
@@ -98,6 +106,7 @@ def test_two_workers_train_the_table_one_process_trains(tables):
     single, double, output = tables
     assert "[worker 1] Worker 1 of 2: finished" in output
     assert_same_records(records(single), records(double))
+    online_across_workers(records(double))
     for model in (os.path.join("teacher", "teacher.keras"), os.path.join("kd", "student.keras")):
         assert_same_weights(os.path.join(single, CELL, model), os.path.join(double, CELL, model))
     # Only the chief wrote results; the other worker's files are gone.
@@ -173,6 +182,7 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     assert "[worker 0] Resuming from epoch" in completed.stdout
     assert "[worker 1] Resuming from epoch" in completed.stdout
     assert_same_records(records(single_student), records(double))
+    online_across_workers(records(double))
     assert_same_weights(os.path.join(single_student, "student.keras"), os.path.join(double, "student.keras"))
     assert not os.path.exists(os.path.join(double, "workertemp_1"))
 
@@ -228,6 +238,7 @@ def test_mirrored_over_two_logical_cpus_trains_the_one_device_student(tmp_path, 
     argv = [*student_argv(teacher_dir), "--strategy=mirrored", "--cpu_devices=2", f"--output_dir={mirrored}"]
     check_ok(run_cli(argv))
     assert_same_records(records(single_student), records(mirrored))
+    assert records(mirrored)[0]["teacher_cache"] is True  # one process: the cache serves every replica
     assert_same_weights(
         os.path.join(single_student, "student.keras"), os.path.join(mirrored, "student.keras")
     )

@@ -148,10 +148,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch_and_a_lost_one_re
     backup = run_dir / "backup"
     assert json.load(open(backup / "latest.json"))["epoch"] == 3
     assert sorted(p.name for p in backup.glob("epoch-*")) == [
-        "epoch-00002.weights.h5",
-        "epoch-00003.weights.h5",
+        "epoch-00002.weights.npz",
+        "epoch-00003.weights.npz",
     ]
-    newest = backup / "epoch-00003.weights.h5"
+    newest = backup / "epoch-00003.weights.npz"
     newest.write_bytes(newest.read_bytes()[:1000])  # damaged by something outside the run
     assert EpochCheckpoint(str(backup)).restorable_epoch() == 2
     assert "damaged" in capsys.readouterr().out
@@ -162,7 +162,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch_and_a_lost_one_re
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
     # With no file that opens, training starts over instead of crashing.
     for path in backup.glob("epoch-*"):
-        path.write_bytes(b"not hdf5")
+        path.write_bytes(b"not a checkpoint")
     assert EpochCheckpoint(str(backup)).restorable_epoch() == 0
 
 

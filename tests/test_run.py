@@ -121,6 +121,8 @@ BAD_RUNS = [
     (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
     (["--mode=analyze", "--strategy=multi_worker_mirrored"], "runs --mode=table/teacher/student"),
     (["--jobs=2", "--strategy=mirrored"], "which --strategy=mirrored cannot span"),
+    (["--dataset=digits", "--teacher_cache=on"], "augments its training images at random"),
+    (["--teacher_cache=on", "--strategy=multi_worker_mirrored"], "multi_worker_mirrored distils online"),
     (
         ["--dataset=ptb", "--mode=teacher", "--data_dir=/", "--strategy=multi_worker_mirrored"],
         "does not run --dataset=ptb",

@@ -18,9 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from cli_process import ROOT, TINY, check_ok, run_cli, start_cli, wait_for
-
-import data.ptb
+from cli_process import ROOT, TINY, check_ok, run_cli, start_cli, tiny_ptb, wait_for
 
 
 def snapshot(directory) -> dict:
@@ -201,18 +199,7 @@ def test_a_cifar_resnet_teacher_saved_by_the_runner_teaches_in_another_process(t
 
 
 def test_ptb_teacher_then_kd_topk_student_in_two_processes(tmp_path):
-    corpus_dir = data.ptb.write_toy_corpus(
-        str(tmp_path / "ptb"), train_lines=200, valid_lines=30, test_lines=30
-    )
-    tiny = [
-        "--embedding_size=16",
-        "--hidden_size=24",
-        "--epochs=1",
-        "--max_windows_per_epoch=4",
-        "--bptt=12",
-        "--progress=none",
-        f"--data_dir={corpus_dir}",
-    ]
+    tiny = tiny_ptb(tmp_path / "ptb")
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
     check_ok(run_cli(["--flagfile=configs/ptb_teacher.flags", *tiny, f"--output_dir={teacher_dir}"]))
     check_ok(
