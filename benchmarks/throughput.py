@@ -76,12 +76,12 @@ TEMPERATURE, ALPHA = 4.0, 0.9
 
 # (name, numerator variants, denominator variants, target or None): time-per-step ratios.
 RATIOS = (
-    ("online KD / (student + teacher)", ("kd",), ("student", "teacher"), 1.05),
-    ("online KD-topk / (student + teacher)", ("kd_topk",), ("student", "teacher"), 1.05),
+    ("online KD / fused floor", ("kd",), ("fused_floor",), 1.10),
+    ("online KD-topk / fused floor", ("kd_topk",), ("fused_floor",), 1.10),
     ("offline KD / student", ("kd_offline",), ("student",), 1.10),
     ("offline KD-topk / student", ("kd_topk_offline",), ("student",), 1.10),
     ("online KD / keras Distiller", ("kd",), ("keras_kd",), 1.0),
-    ("online KD / fused floor", ("kd",), ("fused_floor",), None),
+    ("online KD / (student + teacher)", ("kd",), ("student", "teacher"), None),
     ("fused floor / (student + teacher)", ("fused_floor",), ("student", "teacher"), None),
 )
 

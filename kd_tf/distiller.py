@@ -98,6 +98,8 @@ class Distiller(keras.Model):
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
         # Keras' SparseCategoricalAccuracy values, at a quarter of its cost on 10,000-class logits.
         self.accuracy = keras.metrics.MeanMetricWrapper(sparse_categorical_accuracy, name="accuracy")
+        # Top-5 accuracy is measured in evaluation only (`test_step`): in training it would cost a top-k
+        # pass over every example's logits at every step and tell little beside accuracy.
         self.top5_accuracy = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")
 
     @property
@@ -132,7 +134,7 @@ class Distiller(keras.Model):
         hard, soft = loss.terms(labels, payload, student_logits)
         return labels, hard, soft, loss.combine(hard, soft)
 
-    def _update_metrics(self, labels, hard, soft, total, student_logits, weights=None):
+    def _update_metrics(self, labels, hard, soft, total, student_logits, weights=None, top5=False):
         num_classes = student_logits.shape[-1]
         flat_labels = tf.reshape(labels, [-1])
         flat_logits = tf.reshape(student_logits, [-1, num_classes])
@@ -141,8 +143,10 @@ class Distiller(keras.Model):
         self.hard_loss_tracker.update_state(hard, sample_weight=weights)
         self.soft_loss_tracker.update_state(soft, sample_weight=weights)
         self.accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
-        self.top5_accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
-        results = {metric.name: metric.result() for metric in self.metrics}
+        trackers = self.metrics if top5 else self.metrics[:-1]
+        if top5:
+            self.top5_accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
+        results = {metric.name: metric.result() for metric in trackers}
         if _across_workers(tf.distribute.get_strategy()):
             # Keras averages step outputs across workers along axis 0, which a scalar does not have.
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
@@ -185,7 +189,7 @@ class Distiller(keras.Model):
         student_logits = tf.cast(self.student(inputs, training=False), tf.float32)
         labels, hard, soft, total = self._distillation_terms(inputs, targets, student_logits)
         return self._update_metrics(
-            labels, hard, soft, total, student_logits, self._example_weights(data, total)
+            labels, hard, soft, total, student_logits, self._example_weights(data, total), top5=True
         )
 
     def save(self, filepath, *args, **kwargs):

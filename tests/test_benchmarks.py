@@ -57,7 +57,7 @@ def test_every_variant_on_the_mlp_pair(tmp_path):
     assert json.loads((tmp_path / "throughput.json").read_text())["pairs"][0]["pair"] == "mlp"
     for variant in throughput.VARIANTS:
         assert f"| {variant} | off |" in table
-    assert "online KD / (student + teacher)" in table and "<= 1.05" in table
+    assert "online KD / fused floor" in table and "<= 1.10" in table
 
 
 def test_xla_on_and_off_side_by_side():

@@ -43,7 +43,8 @@ def test_fit_updates_the_student_only_and_reports_metrics():
     for before, after in zip(teacher_before, weights(teacher), strict=True):
         np.testing.assert_array_equal(before, after)  # includes BatchNorm moving statistics
     assert any(not np.allclose(b, a) for b, a in zip(student_before, weights(student), strict=True))
-    assert set(history.history) == {"loss", "hard_loss", "soft_loss", "accuracy", "top5_accuracy"}
+    # Top-5 accuracy is an evaluation metric: it costs a top-k pass a step and tells little in training.
+    assert set(history.history) == {"loss", "hard_loss", "soft_loss", "accuracy"}
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["loss"][1] < history.history["loss"][0]
     results = distiller.evaluate(inputs, labels, verbose=0, return_dict=True)

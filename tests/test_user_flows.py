@@ -364,8 +364,8 @@ def test_a_table_writes_training_curves_and_paper_labels(tmp_path):
         "hard_loss",
         "soft_loss",
         "accuracy",
-        "top5_accuracy",
         "val_accuracy",
+        "val_top5_accuracy",
     } <= set(rows[0])
     train_tags = _event_tags(run_dir / "logs" / "train")
     assert {
