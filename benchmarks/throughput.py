@@ -213,6 +213,7 @@ class Runner:
         self.steps_per_repeat = 1
         self.peak_bytes = None
         self.first_loss = None
+        self.graph_ops = None
         # What Keras resolved `jit_compile` to (it may turn XLA off for models it cannot compile).
         self.jit_effective = jit if model is None else bool(getattr(model, "jit_compile", jit))
 
@@ -249,10 +250,25 @@ def train_runner(variant, jit, model, inputs, targets) -> Runner:
         model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
     model.make_train_function()
     runner = Runner(variant, jit, lambda: model.train_function(iterator), model)
+    runner.graph_ops = graph_ops(model, inputs, targets)
     # The loss of the first step (fresh student, fixed batch): equal across variants that compute the
     # same objective, which checks that the comparison is like for like.
     runner.first_loss = float(runner.step()["loss"])
     return runner
+
+
+# Ops that cost the executor (next to) nothing: constants, identities, variable reads, the step's inputs.
+_FREE_OPS = frozenset({"Const", "Identity", "NoOp", "ReadVariableOp", "Placeholder"})
+
+
+def graph_ops(model, inputs, targets) -> int:
+    """Ops one training step runs without XLA: those of `model.train_step` traced alone and of every function
+    it calls (a `tf.cond` branch counts whether or not it is taken), the free ones aside. For a small model the
+    step's time is mostly the executor's per-op cost, so this count says where the time goes."""
+    step = tf.function(model.train_step)
+    graph = step.get_concrete_function((tf.constant(inputs), tf.constant(targets))).graph.as_graph_def()
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    return sum(node.op not in _FREE_OPS for node in nodes)
 
 
 def forward_runner(jit, teacher, inputs) -> Runner:
@@ -483,6 +499,7 @@ def benchmark_pair(pair: Pair, variants, jit_modes, args, log) -> dict:
                 "steps_per_repeat": runner.steps_per_repeat,
                 "seconds_per_repeat": runner.seconds,
                 "first_step_loss": runner.first_loss,
+                "graph_ops": runner.graph_ops,
             }
         )
     ratios = []
@@ -527,19 +544,20 @@ def markdown(results: dict) -> str:
     for pair in results["pairs"]:
         lines += [f"### {pair['description']}", ""]
         lines += [
-            f"| variant | XLA | ms/step (median) | ms/step (min) | {pair['unit']}/s | peak step memory (MB) |",
-            "|---|---|---:|---:|---:|---:|",
+            f"| variant | XLA | ms/step (median) | ms/step (min) | {pair['unit']}/s | peak step memory (MB) "
+            "| graph ops |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
         for row in pair["rows"]:
             memory = "n/a" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.1f}"
             xla = "on" if row["xla_effective"] else ("off" if not row["xla"] else "off (Keras)")
             lines.append(
                 f"| {row['variant']} | {xla} | {row['ms_per_step']:.2f} | {row['min_ms_per_step']:.2f} | "
-                f"{row['per_second']:,.0f} | {memory} |"
+                f"{row['per_second']:,.0f} | {memory} | {'' if row['graph_ops'] is None else row['graph_ops']} |"
             )
         for skip in pair["skipped"]:
             lines.append(
-                f"| {skip['variant']} | {'on' if skip['xla'] else 'off'} | skipped: {skip['reason']} | | | |"
+                f"| {skip['variant']} | {'on' if skip['xla'] else 'off'} | skipped: {skip['reason']} | | | | |"
             )
         lines += ["", "| time-per-step ratio | XLA | value | target | met |", "|---|---|---:|---:|---|"]
         for ratio in pair["ratios"]:

@@ -210,6 +210,13 @@ class Distiller(keras.Model):
         reduces that batch with `strategy.reduce`, which `MultiWorkerMirroredStrategy` refuses for a batch
         of several tensors (keras-team/keras#20585); one replica's part of the batch has the same shapes.
         """
+        if self._distribute_strategy is None:
+            # Without a strategy Keras defers building to the first traced step, where the optimizer's slot
+            # variables are then created: TensorFlow traces a function that creates variables a second time
+            # without them, so every new student's step was traced twice. Built here, it is traced once.
+            optimizer = getattr(self, "optimizer", None)
+            if optimizer is not None and not optimizer.built and self._student_is_built():
+                optimizer.build(self.student.trainable_variables)
         if iterator is not None and self._distribute_strategy is not None:
             if self._needs_no_batch():
                 with self.distribute_strategy.scope():
@@ -220,6 +227,9 @@ class Distiller(keras.Model):
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _student_is_built(self) -> bool:
+        return all(layer.built for layer in self.student._flatten_layers())
 
     def _needs_no_batch(self) -> bool:
         built = (

@@ -280,3 +280,21 @@ def test_saving_a_distiller_says_to_save_its_student(tmp_path):
     distiller = kd_tf.Distiller(mlp(4, "student", 2), mlp(8, "teacher", 1), losses.get("kd"))
     with pytest.raises(NotImplementedError, match=r"distiller.student.save\(path\)"):
         distiller.save(str(tmp_path / "d.keras"))
+
+
+def test_a_new_students_step_is_traced_once():
+    """Keras builds the optimizer inside the first traced step without a strategy; TensorFlow then traces a
+    step that created variables a second time. The Distiller builds it first: one trace per `fit`."""
+
+    class Counting(kd_tf.Distiller):
+        traces = 0
+
+        def train_step(self, data):
+            Counting.traces += 1  # Python runs only while TensorFlow traces
+            return super().train_step(data)
+
+    inputs, labels = data(64)
+    distiller = Counting(mlp(4, "student", 2), mlp(8, "teacher", 1), losses.get("kd"))
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=2)
+    distiller.fit(inputs, labels, batch_size=16, epochs=2, verbose=0)
+    assert Counting.traces == 1
