@@ -121,7 +121,10 @@ def _zip_targets(ordered: tf.data.Dataset, targets: np.ndarray) -> tf.data.Datas
     """`ordered`'s batches with their rows of `targets` in place of the labels."""
     batch_size = int(next(iter(ordered))[1].shape[0])
     rows = tf.data.Dataset.from_tensor_slices(targets).batch(batch_size)
-    return tf.data.Dataset.zip(ordered, rows).map(lambda element, batch_targets: (element[0], batch_targets))
+    zipped = tf.data.Dataset.zip(ordered, rows).map(
+        lambda element, batch_targets: (element[0], batch_targets)
+    )
+    return zipped.with_options(ordered.options())  # what the data module chose (e.g. no autotuning)
 
 
 def distillation_splits(

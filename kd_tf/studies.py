@@ -266,39 +266,81 @@ def run_data_efficiency(
     *,
     log: Callable[[str], None] = _print_now,
     header: str = "",
+    jobs: int = 1,
+    deterministic: bool = False,
 ) -> list[dict]:
-    """Runs (or resumes) the whole grid and writes its CSV, JSON, markdown summary and figure."""
+    """Runs (or resumes) the whole grid and writes its CSV, JSON, markdown summary and figure.
+
+    The cells of one setting and seed share a teacher; with `jobs > 1` those groups train in that many
+    worker processes (`kd_tf.parallel`), each printing its own progress lines.
+    """
     cells = config.cells()
-    records = []
-    tasks: dict = {}
+    groups: dict = {}
     for index, cell in enumerate(cells, start=1):
         setting = {key: cell[key] for key in config.settings[0]} if config.settings else {}
-        setting_dir = os.path.join(output_dir, "runs", _setting_name(setting), f"seed={cell['seed']}")
+        groups.setdefault((_setting_name(setting), cell["seed"]), _Group(config, output_dir, len(cells), []))
+        groups[(_setting_name(setting), cell["seed"])].members.append((index, cell))
+    found = _run_groups(
+        _data_efficiency_group, list(groups.values()), log, jobs, deterministic, config.precision
+    )
+    records = [found[index] for index in range(1, len(cells) + 1)]
+    write_data_efficiency(output_dir, records, header)
+    return records
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """Cells of a sweep that share a teacher (plain values, so that a worker process can take them)."""
+
+    config: object
+    output_dir: str
+    total: int
+    members: list  # (1-based index in the sweep, cell)
+
+
+def _run_groups(function, groups, log, jobs, deterministic, precision) -> dict:
+    """`function(group, log)` for every group, here or in `jobs` worker processes (which print their own
+    progress); returns {cell index: record}."""
+    found = {}
+    if jobs > 1 and len(groups) > 1:
+        from kd_tf import parallel
+
+        for _, records in parallel.run_unordered(
+            function, groups, min(jobs, len(groups)), deterministic=deterministic, precision=precision
+        ):
+            found.update(records)
+    else:
+        for group in groups:
+            found.update(function(group, log))
+    return found
+
+
+def _data_efficiency_group(group: _Group, log: Callable[[str], None] = _print_now) -> dict:
+    """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
+    config, records, task = group.config, {}, None
+    for index, cell in group.members:
+        setting = {key: cell[key] for key in config.settings[0]} if config.settings else {}
+        setting_dir = os.path.join(group.output_dir, "runs", _setting_name(setting), f"seed={cell['seed']}")
         cell_dir = os.path.join(
             setting_dir, cell["student_model"], cell["method"], f"n={cell['train_examples']}"
         )
         record = experiment._reuse(cell_dir)
         if record is None:
-            key = (_setting_name(setting), cell["seed"])
-            if key not in tasks:
-                tasks.clear()  # one teacher in memory at a time
-                tasks[key] = _prepare_task(
-                    config, setting, cell["seed"], os.path.join(setting_dir, "teacher")
-                )
+            if task is None:
+                task = _prepare_task(config, setting, cell["seed"], os.path.join(setting_dir, "teacher"))
                 log(
                     f"teacher {_setting_name(setting)} seed={cell['seed']}: test accuracy "
-                    f"{100 * tasks[key].teacher_record['test_accuracy']:.2f}%"
+                    f"{100 * task.teacher_record['test_accuracy']:.2f}%"
                 )
-            record = _data_efficiency_cell(config, tasks[key], cell, cell_dir)
+            record = _data_efficiency_cell(config, task, cell, cell_dir)
             _finish_cell(cell_dir, record)
-        records.append(record)
+        records[index] = record
         log(
-            f"[{index:>3}/{len(cells)}] {_setting_name(setting)} seed={cell['seed']} "
+            f"[{index:>3}/{group.total}] {_setting_name(setting)} seed={cell['seed']} "
             f"{cell['student_model']:<11} {cell['method']:<7} n={cell['train_examples']:<6} "
             f"test {100 * record['test_accuracy']:.2f}%  agreement {100 * record['test_agreement']:.2f}%  "
             f"({record['wall_time_s']:.0f} s)"
         )
-    write_data_efficiency(output_dir, records, header)
     return records
 
 
@@ -652,11 +694,30 @@ def run_sweet_spot(
     *,
     log: Callable[[str], None] = _print_now,
     header: str = "",
+    jobs: int = 1,
+    deterministic: bool = False,
 ) -> list[dict]:
-    """Runs (or resumes) the grid and writes its CSV, JSON, markdown summary and heatmaps."""
+    """Runs (or resumes) the grid and writes its CSV, JSON, markdown summary and heatmaps.
+
+    The cells of one seed share a baseline student; with `jobs > 1` the seeds train in that many worker
+    processes (`kd_tf.parallel`), each printing its own progress lines.
+    """
     cells = config.cells()
-    records = []
+    groups: dict = {}
     for index, cell in enumerate(cells, start=1):
+        groups.setdefault(cell["seed"], _Group(config, output_dir, len(cells), [])).members.append(
+            (index, cell)
+        )
+    found = _run_groups(_sweet_spot_group, list(groups.values()), log, jobs, deterministic, config.precision)
+    records = [found[index] for index in range(1, len(cells) + 1)]
+    write_sweet_spot(output_dir, records, header)
+    return records
+
+
+def _sweet_spot_group(group: _Group, log: Callable[[str], None] = _print_now) -> dict:
+    """Trains (or reuses) one seed's teachers and students; returns {cell index: record}."""
+    config, output_dir, records = group.config, group.output_dir, {}
+    for index, cell in group.members:
         seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
         seed_dir = os.path.join(output_dir, "runs", f"seed={seed}")
         cell_dir = os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}")
@@ -695,14 +756,13 @@ def run_sweet_spot(
                 "hyperparameters": student["hyperparameters"],
             }
             _finish_cell(cell_dir, record)
-        records.append(record)
+        records[index] = record
         log(
-            f"[{index:>3}/{len(cells)}] seed={seed} batch={batch_size:<5} epochs={epochs:<4} teacher "
+            f"[{index:>3}/{group.total}] seed={seed} batch={batch_size:<5} epochs={epochs:<4} teacher "
             f"{100 * record['teacher_test_accuracy']:.2f}%  contrast {record['similarity_contrast']:.3f}  "
             f"non-target entropy {record['nontarget_entropy']:.3f}  {config.method} student "
             f"{100 * record['student_test_accuracy']:.2f}% ({100 * record['kd_gain']:+.2f})"
         )
-    write_sweet_spot(output_dir, records, header)
     return records
 
 

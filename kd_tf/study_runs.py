@@ -46,12 +46,17 @@ QUICK_WIDTHS = {"teacher": 16, "student": 4}
 def run(options) -> None:
     flag_values = options.flags
     header = f"Command: `{' '.join(sys.argv)}`\n\n"
+    parallel_options = {"deterministic": flag_values.deterministic}
     if flag_values.mode == "data_efficiency":
         config = data_efficiency_config(options)
-        studies.run_data_efficiency(config, options.output_dir, header=header)
+        # One group of cells per setting and seed (they share a teacher), `--jobs` groups at a time.
+        parallel_options["jobs"] = _jobs(options, len(config.settings or [{}]) * len(config.seeds))
+        studies.run_data_efficiency(config, options.output_dir, header=header, **parallel_options)
     else:
         config = sweet_spot_config(options)
-        studies.run_sweet_spot(config, options.output_dir, header=header)
+        # One group of cells per seed (they share a baseline student), `--jobs` groups at a time.
+        parallel_options["jobs"] = _jobs(options, len(config.seeds))
+        studies.run_sweet_spot(config, options.output_dir, header=header, **parallel_options)
     # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
     # which `cli.run` turns into a one-line error).
     with open(os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN), encoding="utf-8") as handle:
@@ -163,3 +168,12 @@ def sweet_spot_config(options) -> studies.SweetSpotConfig:
         method_overrides=options.method_overrides,
         precision=flag_values.precision,
     )
+
+
+def _jobs(options, groups: int) -> int:
+    jobs = options.jobs(groups)
+    if jobs > 1:
+        from kd_tf import parallel
+
+        print(f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).", flush=True)
+    return jobs

@@ -55,3 +55,18 @@ def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_sam
     assert files() == before, "a worker kept training after its run was killed"
     check_ok(run_cli([*argv, f"--output_dir={killed}"]))
     same_records(records(uninterrupted), records(killed))
+
+
+def sweep_records(directory):
+    with open(os.path.join(directory, "results.json")) as handle:
+        return [{**record, "wall_time_s": 0} for record in json.load(handle)]
+
+
+def test_sweeps_with_two_jobs_write_the_one_job_results(tmp_path):
+    for mode in ("data_efficiency", "sweet_spot"):
+        argv = [f"--mode={mode}", "--quick", "--progress=none", "--seeds=0,1", "--deterministic"]
+        one, two = str(tmp_path / f"{mode}_one"), str(tmp_path / f"{mode}_two")
+        check_ok(run_cli([*argv, "--jobs=1", f"--output_dir={one}"]))
+        completed = check_ok(run_cli([*argv, "--jobs=2", f"--output_dir={two}"]))
+        assert "2 jobs at a time" in completed.stdout, mode
+        assert sweep_records(one) == sweep_records(two), mode
