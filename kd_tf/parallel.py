@@ -120,9 +120,8 @@ def run_unordered(
             yield item, result
             for follower in then(item, result) if then else ():
                 submit(follower)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
     finally:
+        # Every result is in (or the run is stopping): the workers are stopped rather than left to unload
+        # TensorFlow one by one, which takes longer than a small cell.
+        pool.terminate()
         pool.join()
