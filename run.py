@@ -302,9 +302,10 @@ _SYNC_BATCH_NORM = flags.DEFINE_bool(
 _JOBS = flags.DEFINE_integer(
     "jobs",
     None,
-    "--mode=table: trainings at a time, each in its own worker process (every teacher, then every student "
-    "from its teacher's file), threads split among them. Default: one per CPU core under "
-    "--strategy=default without accelerators, else 1.",
+    "--mode=table, data_efficiency, sweet_spot: trainings at a time, each in its own worker process (a "
+    "table's teachers first, each teacher's students once it has finished; a sweep's groups of cells that "
+    "share a teacher), threads split among them. Default: one per CPU core under --strategy=default "
+    "without accelerators, else 1.",
     lower_bound=1,
 )
 _TEACHER_CACHE = flags.DEFINE_enum(
