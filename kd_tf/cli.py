@@ -321,10 +321,12 @@ class _Options:
     def _check_teacher_cache(self) -> None:
         """`--teacher_cache=on`: refused where students would still run their teacher at every step."""
         flag_values = self.flags
-        if flag_values.strategy in OFFLINE_STRATEGIES:
-            reason = datasets.cache_refusal(self.dataset, self.data_options())
-        else:
+        if flag_values.strategy not in OFFLINE_STRATEGIES:
             reason = f"--strategy={flag_values.strategy} distils online"
+        elif flag_values.steps_per_epoch:
+            reason = "--steps_per_epoch caps the epochs, which then see other examples than a cache holds"
+        else:
+            reason = datasets.cache_refusal(self.dataset, self.data_options())
         if reason is not None:
             raise UserError(
                 f"--teacher_cache=on cannot serve this run: {reason}. Use --teacher_cache=auto or off."
@@ -599,6 +601,7 @@ def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> dat
         validation=None if splits.validation is None else splits.validation.take(steps),
         train_ordered=None if splits.train_ordered is None else splits.train_ordered.take(steps),
         train_examples=min(splits.train_examples, steps * batch_size),
+        train_with_targets=None,  # a capped run distils online: a cache would cover other examples
         train_pipeline=(
             None
             if splits.train_pipeline is None

@@ -572,10 +572,11 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
         "label_smoothing": study.teacher_label_smoothing,
         "test_accuracy": record["test_accuracy"],
     }
-    save_teacher(teacher, directory, info)
     if offline.wanted(study.teacher_cache, splits):
-        # Before the record: a finished teacher's students find its outputs cached.
+        # Before the teacher's files: a saved teacher's students find its outputs cached, and a kill during
+        # the build leaves a run that resumes (`teacher.json` marks a finished teacher).
         offline.build(teacher, splits, os.path.join(directory, offline.CACHE_DIR))
+    save_teacher(teacher, directory, info)
     _store(directory, record)
     return record, teacher
 

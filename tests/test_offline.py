@@ -141,3 +141,11 @@ def test_ptb_kd_topk_student_reads_a_topk_cache_and_matches_the_online_one(tmp_p
     assert refused.returncode == 2 and "above --teacher_cache_max_mb=0.01" in refused.stderr
     check_ok(run_cli([*kd, f"--output_dir={tmp_path / 'kd_auto'}"]))
     assert results(str(tmp_path / "kd_auto"))[0]["teacher_cache"] is False
+
+
+def test_a_capped_run_distils_online(tmp_path):
+    output_dir = str(tmp_path / "capped")
+    check_ok(run_cli([*TINY, "--methods=kd", "--steps_per_epoch=2", f"--output_dir={output_dir}"]))
+    student = [record for record in results(output_dir) if record["role"] == "student"]
+    assert [record["teacher_cache"] for record in student] == [False]
+

@@ -58,8 +58,10 @@ def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_sam
 
 
 def sweep_records(directory):
+    """A sweep's `results.json` (its records and their summary), wall times aside."""
     with open(os.path.join(directory, "results.json")) as handle:
-        return [{**record, "wall_time_s": 0} for record in json.load(handle)]
+        written = json.load(handle)
+    return {**written, "records": [{**record, "wall_time_s": 0} for record in written["records"]]}
 
 
 def test_sweeps_with_two_jobs_write_the_one_job_results(tmp_path):

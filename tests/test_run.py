@@ -123,6 +123,7 @@ BAD_RUNS = [
     (["--jobs=2", "--strategy=mirrored"], "which --strategy=mirrored cannot span"),
     (["--dataset=digits", "--teacher_cache=on"], "augments its training images at random"),
     (["--teacher_cache=on", "--strategy=multi_worker_mirrored"], "multi_worker_mirrored distils online"),
+    (["--teacher_cache=on", "--steps_per_epoch=2"], "--steps_per_epoch caps the epochs"),
     (
         ["--dataset=ptb", "--mode=teacher", "--data_dir=/", "--strategy=multi_worker_mirrored"],
         "does not run --dataset=ptb",
