@@ -305,7 +305,8 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
 
 
 def test_sigkill_at_random_moments_never_prevents_the_resume_and_the_result_is_unchanged(tmp_path):
-    command = [*TINY, "--mode=teacher", "--teacher_epochs=100", "--deterministic"]
+    # Long enough that every kill lands in a run still training (a tiny epoch takes milliseconds).
+    command = [*TINY, "--mode=teacher", "--teacher_epochs=600", "--deterministic"]
     reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
     check_ok(run_cli([*command, f"--output_dir={reference_dir}"]))
     pointer = os.path.join(killed_dir, "backup", "latest.json")
