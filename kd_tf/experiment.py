@@ -538,8 +538,11 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
     record = _reuse(directory)
     if record is not None:
         teacher, _ = load_teacher(directory, study.dataset, splits.num_classes)
-        if offline.wanted(study.teacher_cache, splits):
-            offline.load_or_build(teacher, splits, [os.path.join(directory, offline.CACHE_DIR)])
+        cache_dir = os.path.join(directory, offline.CACHE_DIR)
+        if offline.wanted(study.teacher_cache, splits) and not offline.present(cache_dir):
+            # A teacher from a run without the cache. Whether a cache fits is each student's check (a stale
+            # one sends it to build its own): checking it here too would run the same fingerprints twice.
+            offline.build(teacher, splits, cache_dir)
         return record, teacher
     keras.utils.set_random_seed(seed)
     teacher = build_model(

@@ -72,6 +72,14 @@ def build(
     }
 
 
+def present(directory: str) -> bool:
+    """Whether `directory` holds a complete cache of every split (a manifest is written last)."""
+    return all(
+        os.path.exists(os.path.join(directory, name, teacher_cache.MANIFEST_NAME))
+        for name in ("train", "test")
+    )
+
+
 def load(teacher: keras.Model, splits: datasets.Splits, directory: str) -> dict | None:
     """The caches under `directory` when every one exists and fits this teacher and data, else `None`."""
     logits_loss = losses.get(_LOGITS)

@@ -148,4 +148,3 @@ def test_a_capped_run_distils_online(tmp_path):
     check_ok(run_cli([*TINY, "--methods=kd", "--steps_per_epoch=2", f"--output_dir={output_dir}"]))
     student = [record for record in results(output_dir) if record["role"] == "student"]
     assert [record["teacher_cache"] for record in student] == [False]
-
