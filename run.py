@@ -334,6 +334,14 @@ _CPU_DEVICES = flags.DEFINE_integer(
 )
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Seeded, op-deterministic run.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Check the command and print its fully resolved configuration (every method's hyperparameters, the "
+    "optimizer, the learning-rate schedule in steps, models, data, runtime, output paths), each value with "
+    "where it came from (command line, flagfile, preset, default), and what is missing (data, a trained "
+    "teacher); then exit without training or writing anything.",
+)
 _TENSORBOARD = flags.DEFINE_bool(
     "tensorboard",
     True,
@@ -409,12 +417,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from kd_tf import cli  # Imported here so that `--help` does not load TensorFlow.
+    from kd_tf.repro import config
 
     runtime.catch_interrupts()
 
     start = time.perf_counter()
     try:
-        cli.run(flags.FLAGS)
+        cli.run(config.from_flags(flags.FLAGS, sys.argv))
     except cli.UserError as error:
         if _VERBOSE.value:
             raise
@@ -426,7 +435,8 @@ def main(argv):
             raise
         print("\nInterrupted; run the same command again to resume.", file=sys.stderr, flush=True)
         sys.exit(130)
-    print(f"Done in {time.perf_counter() - start:.0f} s.")
+    if not _DRY_RUN.value:
+        print(f"Done in {time.perf_counter() - start:.0f} s.")
 
 
 def entry_point():

@@ -50,7 +50,51 @@ class Splits:
     train_with_targets: Callable[[np.ndarray], tf.data.Dataset] | None = None
 
 
-# Flag name -> module under `data/`; each module defines `load(**options) -> Splits`.
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What a run needs to know of a dataset before loading it; each module under `data/` declares its own
+    as `FACTS`.
+
+    Attributes:
+        default_models: the (teacher, student) architectures of the paper's experiment on it.
+        option_flags: the options of its `load` a run sets from flags: option name -> flag name, or
+            (flag name, function of the flag's value) where the option is derived from a flag.
+        num_classes: the number of classes `M`, or a function of the options, or `None` when only the data
+            says (a vocabulary).
+        class_parents: `[M]` super-class of each class (its hierarchy), a function of the options giving
+            it, or `None` (no hierarchy).
+        train_examples: examples in one training epoch, a function of the options, or `None` when only the
+            data says.
+        needs_data_dir: whether `load` needs `data_dir` (the data is nowhere else).
+    """
+
+    default_models: tuple[str, str]
+    option_flags: dict
+    num_classes: int | Callable[[dict], int] | None = None
+    class_parents: np.ndarray | Callable[[dict], np.ndarray] | None = None
+    train_examples: int | Callable[[dict], int] | None = None
+    needs_data_dir: bool = False
+
+    def classes(self, options: dict) -> int | None:
+        return self.num_classes(options) if callable(self.num_classes) else self.num_classes
+
+    def hierarchy(self, options: dict) -> np.ndarray | None:
+        return self.class_parents(options) if callable(self.class_parents) else self.class_parents
+
+    def examples(self, options: dict) -> int | None:
+        return self.train_examples(options) if callable(self.train_examples) else self.train_examples
+
+    def options(self, flag_value: Callable[[str], object]) -> dict:
+        """The `load` options, given `flag_value(name)`, the value of the flag `name`."""
+        options = {}
+        for option, source in self.option_flags.items():
+            flag, derive = source if isinstance(source, tuple) else (source, None)
+            value = flag_value(flag)
+            options[option] = derive(value) if derive else value
+        return options
+
+
+# Flag name -> module under `data/`; each module defines `load(**options) -> Splits` and its `FACTS`.
 _MODULES = {
     "synthetic": "data.synthetic",
     "cifar100": "data.cifar100",
@@ -67,6 +111,11 @@ def module(name: str):
     if name not in _MODULES:
         raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(NAMES)}.")
     return importlib.import_module(_MODULES[name])
+
+
+def facts(name: str) -> Facts:
+    """The `Facts` of the dataset registered under `name`."""
+    return module(name).FACTS
 
 
 def cache_refusal(name: str, options: dict) -> str | None:

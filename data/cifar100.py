@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data import Splits, image_ops
+from data import Facts, Splits, image_ops
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20
@@ -163,3 +163,17 @@ def load(
 def teacher_cache_refusal(options: dict) -> str | None:
     """Why cached teacher outputs cannot serve training (`data.cache_refusal`)."""
     return image_ops.augmentation_refusal("cifar100", options)
+
+
+FACTS = Facts(
+    default_models=("resnet56", "resnet20"),
+    option_flags={
+        "data_dir": "data_dir",
+        "augment": "augment",
+        "color_augment": "color_augment",
+        "crop_padding": "crop_padding",
+    },
+    num_classes=NUM_CLASSES,
+    class_parents=CLASS_PARENTS,
+    train_examples=TRAIN_SIZE,
+)

@@ -7,10 +7,11 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from data import Splits, image_ops
+from data import Facts, Splits, image_ops
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
+TRAIN_EXAMPLES = 1_437  # of 1,797 digits, 20 % of each class held out (`load`'s default test_fraction)
 # The scikit-learn images hold 0..16 (counts of set pixels in 4x4 blocks of the original 32x32 bitmaps).
 _MAX_INTENSITY = 16
 
@@ -78,3 +79,12 @@ def load(
 def teacher_cache_refusal(options: dict) -> str | None:
     """Why cached teacher outputs cannot serve training (`data.cache_refusal`)."""
     return image_ops.augmentation_refusal("digits", options)
+
+
+FACTS = Facts(
+    default_models=("resnet56", "resnet20"),
+    # Its own augmentation, not CIFAR's flags: no colour jitter, padding 2.
+    option_flags={"data_dir": "data_dir", "augment": "augment"},
+    num_classes=NUM_CLASSES,
+    train_examples=TRAIN_EXAMPLES,
+)

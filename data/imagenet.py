@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from data import Splits
+from data import Facts, Splits
 
 NUM_CLASSES = 1000
 TRAIN_EXAMPLES = 1_281_167
@@ -334,3 +334,22 @@ def teacher_cache_refusal(options: dict) -> str | None:
     random crop."""
     del options
     return "--dataset=imagenet trains on random crops of its images"
+
+
+def _dtype(precision: str) -> str:
+    return "bfloat16" if precision == "mixed_bfloat16" else "float32"
+
+
+FACTS = Facts(
+    default_models=("resnet152", "resnet50"),
+    option_flags={
+        "data_dir": "data_dir",
+        "source": "imagenet_source",
+        "image_size": "image_size",
+        "resize": "imagenet_resize",
+        "dtype": ("precision", _dtype),
+    },
+    num_classes=NUM_CLASSES,
+    train_examples=TRAIN_EXAMPLES,
+    needs_data_dir=True,
+)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
-from data import Splits
+from data import Facts, Splits
 
 FILENAMES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 SPLIT_NAMES = ("train", "valid", "test")
@@ -375,3 +375,8 @@ def write_toy_corpus(
             for _ in range(count):
                 file.write(f" {_sentence(rng, unseen_rate)} \n")
     return directory
+
+
+FACTS = Facts(
+    default_models=("awd_lstm", "awd_lstm"), option_flags={"data_dir": "data_dir"}, needs_data_dir=True
+)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from data import Splits
+from data import Facts, Splits
 
 EVAL_BATCH_SIZE = 1024
 
@@ -297,3 +297,29 @@ def _validate_task(num_classes: int, num_superclasses: int, dim: int, tau: float
         raise ValueError(f"`tau` must be in [0, 1). Received: tau={tau!r}")
     if isinstance(difficulty, bool) or not isinstance(difficulty, int | np.integer) or difficulty < 0:
         raise ValueError(f"`difficulty` must be a non-negative integer. Received: difficulty={difficulty!r}")
+
+
+def _class_parents(options: dict) -> np.ndarray:
+    per_parent = options["num_classes"] // options["num_superclasses"]
+    return np.repeat(np.arange(options["num_superclasses"]), per_parent).astype(np.int32)
+
+
+FACTS = Facts(
+    default_models=("mlp", "mlp"),
+    option_flags={
+        name: name
+        for name in (
+            "num_classes",
+            "num_superclasses",
+            "dim",
+            "difficulty",
+            "task_seed",
+            "train_examples",
+            "validation_examples",
+            "test_examples",
+        )
+    },
+    num_classes=lambda options: options["num_classes"],
+    class_parents=_class_parents,
+    train_examples=lambda options: options["train_examples"],
+)

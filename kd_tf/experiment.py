@@ -287,44 +287,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 def method_loss(method: str, hyperparameters: dict, teacher: keras.Model | None, splits: datasets.Splits):
     """Builds the method's loss, filling in what it needs from the teacher and the data."""
     arguments = dict(hyperparameters)
-    if method in losses.NEEDS_CLASS_VECTORS:
+    needs = losses.registered()[method].needs
+    if "class_vectors" in needs:
         if teacher is None:
             raise ValueError(f"`method={method}` needs a teacher (its logit-layer weights).")
         arguments["class_vectors"] = class_vectors(teacher)
-    if method in losses.NEEDS_CLASS_PARENTS:
+    if "class_parents" in needs:
         if splits.class_parents is None:
             raise ValueError(f"`method={method}` needs a class hierarchy, which this dataset does not have.")
         arguments["class_parents"] = splits.class_parents
     return losses.get(method, **arguments)
-
-
-HYPERPARAMETER_NAMES = (
-    "temperature",
-    "alpha",
-    "label_smoothing",
-    "topk",
-    "sim_power",
-    "sim_temperature",
-    "mix",
-    "rel_target",
-    "rel_sibling",
-)
-
-
-def method_hyperparameters(method: str, values: dict) -> dict:
-    """The subset of `values` (flag name -> value) that `method`'s loss accepts."""
-    accepted = {
-        "student": (),
-        "ls": ("label_smoothing",),
-        "kd": ("temperature", "alpha"),
-        "kd_pt": ("temperature", "alpha"),
-        "kd_sim": ("temperature", "alpha", "sim_power", "sim_temperature"),
-        "kd_pt_sim": ("temperature", "alpha", "sim_power", "sim_temperature", "mix"),
-        "kd_topk": ("temperature", "alpha", "topk"),
-        "kd_rel": ("temperature", "alpha", "rel_target", "rel_sibling"),
-        "kd_pt_rel": ("temperature", "alpha", "rel_target", "rel_sibling", "mix"),
-    }[method]
-    return {name: values[name] for name in accepted if name in values}
 
 
 def save_model(model: keras.Model, path: str) -> None:
@@ -640,7 +612,7 @@ def distil(
     teacher at every step. Returns `(student, train()'s result, the hyperparameters used)`; the result's
     `teacher_cache` says whether the teacher's outputs came from a cache.
     """
-    hyperparameters = method_hyperparameters(method, values)
+    hyperparameters = losses.hyperparameters_of(method, values)
     loss = method_loss(method, hyperparameters, teacher, splits)
     needs_teacher = bool(loss.payload_size(splits.num_classes))
     cached = needs_teacher and bool(cache_dirs)

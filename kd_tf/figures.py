@@ -819,43 +819,36 @@ def topk_sweep(
 def run(options) -> None:
     """`--mode=analyze`: optionally the KD-topk sweep, then every figure, for `--output_dir`.
 
-    Reads the flags `output_dir`, `temperature` (heatmaps at T=1 and this), `topk`, `taus` and `seeds`
-    (only when given on the command line), and, when the runner defines them, `ls_run_dir`,
-    `figures_dir`, `topk_sweep` (a list of k) and the student training flags for the sweep.
+    Reads the run's `output_dir`, `temperature` (heatmaps at T=1 and this), `topk`, `taus` and `seeds`
+    (only when the user set them), `ls_run_dir`, `figures_dir`, `topk_sweep` (a list of k) and the student
+    training values for the sweep.
     """
-    flag_values = options.flags
+    config = options.config
     run_dir = options.output_dir
-    figures_dir = getattr(flag_values, "figures_dir", None) or os.path.join(run_dir, FIGURES_DIR)
-    columns = [float(tau) for tau in flag_values.taus] if _was_set(flag_values, "taus") else None
-    seeds = options.seeds if _was_set(flag_values, "seeds") else None
-    sweep = [int(k) for k in (getattr(flag_values, "topk_sweep", None) or [])]
+    figures_dir = config.analysis.figures_dir or os.path.join(run_dir, FIGURES_DIR)
+    columns = list(config.taus) if config.was_set("taus") else None
+    seeds = options.seeds if config.was_set("seeds") else None
+    sweep = list(config.analysis.topk_sweep)
     sweep_csv = os.path.join(figures_dir, SWEEP_CSV)
     if sweep:
-        config = options.train_config("student", options.keras_verbose(single_run=False))
+        train_config = options.train_config("student", options.keras_verbose(single_run=False))
         topk_sweep(
             run_dir,
             sweep,
             columns=columns,
             seeds=seeds,
-            train_config=config,
-            epochs=flag_values.epochs if _was_set(flag_values, "epochs") else None,
+            train_config=train_config,
+            epochs=config.student.epochs if config.was_set("epochs") else None,
             output_csv=sweep_csv,
-            precision=flag_values.precision,
+            precision=config.runtime.precision,
         )
     analyze_run(
         run_dir,
-        ls_run_dir=getattr(flag_values, "ls_run_dir", None),
+        ls_run_dir=config.analysis.ls_run_dir,
         figures_dir=figures_dir,
-        temperatures=(1.0, flag_values.temperature),
-        topk=flag_values.topk,
+        temperatures=(1.0, config.hyperparameters["temperature"]),
+        topk=config.hyperparameters["topk"],
         columns=columns,
         seeds=seeds,
         sweep_csv=sweep_csv,
     )
-
-
-def _was_set(flag_values, name: str) -> bool:
-    try:
-        return flag_values[name].present > 0
-    except KeyError:
-        return False

@@ -4,43 +4,43 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import keras
 
 import data.ptb
 import models
-from kd_tf import experiment, language_model, paper
+from kd_tf import experiment, language_model, losses, paper
 from kd_tf.io import atomic_write_text
 
 
 def run(options) -> None:
-    flag_values = options.flags
+    config = options.config
+    lm = config.language_model
     corpus = data.ptb.load_corpus(
-        flag_values.data_dir, batch_size=flag_values.batch_size, bptt=flag_values.bptt, seed=options.seeds[0]
+        config.data_dir, batch_size=config.student.batch_size, bptt=lm.bptt, seed=options.seeds[0]
     )
     keras.utils.set_random_seed(options.seeds[0])
     model = models.builder("awd_lstm")(
         corpus.num_words,
-        embedding_size=flag_values.embedding_size,
-        hidden_size=flag_values.hidden_size,
-        dropout=flag_values.dropout,
-        dropout_hidden=flag_values.dropout_hidden,
-        dropout_input=flag_values.dropout_input,
-        dropout_embedding=flag_values.dropout_embedding,
-        weight_drop=flag_values.weight_drop,
+        embedding_size=lm.embedding_size,
+        hidden_size=lm.hidden_size,
+        dropout=lm.dropout,
+        dropout_hidden=lm.dropout_hidden,
+        dropout_input=lm.dropout_input,
+        dropout_embedding=lm.dropout_embedding,
+        weight_drop=lm.weight_drop,
         seed=options.seeds[0],
-        name=flag_values.mode,
+        name=config.mode,
     )
     teacher, loss, teacher_info, hyperparameters = None, None, None, {}
     method = "teacher"
-    if flag_values.mode == "student":
-        method = flag_values.method
-        teacher, teacher_info = experiment.load_teacher(flag_values.teacher_dir, "ptb", corpus.num_words)
+    if config.mode == "student":
+        method = config.method
+        teacher, teacher_info = experiment.load_teacher(config.teacher_dir, "ptb", corpus.num_words)
         values = {**options.hyperparameters(), **options.method_overrides.get(method, {})}
-        hyperparameters = experiment.method_hyperparameters(method, values)
+        hyperparameters = losses.hyperparameters_of(method, values)
         if method != "student":
-            splits = data.ptb.load(data_dir=flag_values.data_dir, bptt=flag_values.bptt)
+            splits = data.ptb.load(data_dir=config.data_dir, bptt=lm.bptt)
             loss = experiment.method_loss(method, hyperparameters, teacher, splits)
             if not loss.payload_size(corpus.num_words):
                 teacher = None  # LS, KD-sim: nothing per token from the teacher
@@ -51,33 +51,33 @@ def run(options) -> None:
     result = language_model.train_language_model(
         model=model,
         corpus=corpus,
-        epochs=flag_values.epochs,
+        epochs=config.student.epochs,
         teacher=teacher,
         loss=loss,
         teacher_payloads=teacher_payloads,
-        lr=flag_values.learning_rate,
-        clip=flag_values.clip,
-        weight_decay=flag_values.weight_decay,
-        alpha_ar=flag_values.alpha_ar,
-        beta_tar=flag_values.beta_tar,
-        nonmono=flag_values.nonmono,
-        max_windows_per_epoch=flag_values.max_windows_per_epoch,
+        lr=config.student.learning_rate,
+        clip=lm.clip,
+        weight_decay=config.student.weight_decay,
+        alpha_ar=lm.alpha_ar,
+        beta_tar=lm.beta_tar,
+        nonmono=lm.nonmono,
+        max_windows_per_epoch=lm.max_windows_per_epoch,
         checkpoint_path=os.path.join(options.output_dir, "checkpoint.npz"),
     )
     record = {
         "dataset": "ptb",
         "teacher_cache": teacher_payloads is not None,
-        "role": "teacher" if flag_values.mode == "teacher" else "student",
+        "role": "teacher" if config.mode == "teacher" else "student",
         "method": method,
         "seed": options.seeds[0],
         "parameters": int(sum(keras.ops.size(v) for v in model.trainable_weights)),
-        "embedding_size": flag_values.embedding_size,
-        "hidden_size": flag_values.hidden_size,
+        "embedding_size": lm.embedding_size,
+        "hidden_size": lm.hidden_size,
         "hyperparameters": hyperparameters,
         "validation_perplexity": float(result["val_ppl"]),
         "test_perplexity": float(result["test_ppl"]),
         "averaging_epoch": result["averaging_epoch"],
-        "epochs": flag_values.epochs,
+        "epochs": config.student.epochs,
         "wall_time_s": float(sum(result["history"]["wall_time"])),
         "teacher_validation_perplexity": None
         if teacher_info is None
@@ -85,11 +85,11 @@ def run(options) -> None:
     }
     output_dir = options.output_dir
     os.makedirs(output_dir, exist_ok=True)
-    if flag_values.mode == "teacher":
+    if config.mode == "teacher":
         info = {
             "dataset": "ptb",
             "num_classes": corpus.num_words,
-            "data_options": {"data_dir": flag_values.data_dir},
+            "data_options": {"data_dir": config.data_dir},
             "model": "awd_lstm",
             "validation_perplexity": record["validation_perplexity"],
             "test_perplexity": record["test_perplexity"],
@@ -106,10 +106,10 @@ def run(options) -> None:
     table = (
         "| model | method | parameters | validation ppl | test ppl | paper (validation / test) |\n"
         "|---|---|---|---|---|---|\n"
-        f"| {flag_values.mode} | {label} | {record['parameters']:,} | {record['validation_perplexity']:.2f} | "
+        f"| {config.mode} | {label} | {record['parameters']:,} | {record['validation_perplexity']:.2f} | "
         f"{record['test_perplexity']:.2f} | {published} |\n"
     )
-    header = f"# PTB\n\nCommand: `{' '.join(sys.argv)}`\n\n"
+    header = f"# PTB\n\nCommand: `{config.command}`\n\n"
     experiment.write_results(output_dir, [record], table, header)
     print("\n" + table)
 
@@ -123,7 +123,7 @@ def _cached(options, corpus, loss) -> bool:
         return False
     lanes = corpus.lanes("train")
     megabytes = lanes.shape[0] * (lanes.shape[1] - 1) * loss.payload_size(corpus.num_words) * 4 / 2**20
-    limit = options.flags.teacher_cache_max_mb
+    limit = options.config.runtime.teacher_cache_max_mb
     if megabytes <= limit:
         return True
     if mode == "on":

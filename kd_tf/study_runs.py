@@ -1,10 +1,9 @@
-"""`run.py --mode=data_efficiency | sweet_spot`: the companion-paper sweeps, configured from the flags."""
+"""`run.py --mode=data_efficiency | sweet_spot`: the companion-paper sweeps, configured from the run's `Config`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from kd_tf import experiment, studies
 
@@ -44,10 +43,9 @@ QUICK_WIDTHS = {"teacher": 16, "student": 4}
 
 
 def run(options) -> None:
-    flag_values = options.flags
-    header = f"Command: `{' '.join(sys.argv)}`\n\n"
-    parallel_options = {"deterministic": flag_values.deterministic}
-    if flag_values.mode == "data_efficiency":
+    header = f"Command: `{options.config.command}`\n\n"
+    parallel_options = {"deterministic": options.config.runtime.deterministic}
+    if options.config.mode == "data_efficiency":
         config = data_efficiency_config(options)
         # One group of cells per setting and seed (they share a teacher), `--jobs` groups at a time.
         parallel_options["jobs"] = _jobs(options, len(config.settings or [{}]) * len(config.seeds))
@@ -64,21 +62,19 @@ def run(options) -> None:
 
 
 def _taus(options) -> list[float]:
-    flag_values = options.flags
-    if flag_values.quick:
+    config = options.config
+    if config.sweeps.quick:
         return list(
-            QUICK_DATA_EFFICIENCY["taus"]
-            if flag_values.mode == "data_efficiency"
-            else QUICK_SWEET_SPOT["taus"]
+            QUICK_DATA_EFFICIENCY["taus"] if config.mode == "data_efficiency" else QUICK_SWEET_SPOT["taus"]
         )
-    if flag_values["taus"].present:
-        return [float(tau) for tau in flag_values.taus]
-    return list(DEFAULT_TAUS[flag_values.mode])
+    if config.was_set("taus"):
+        return list(config.taus)
+    return list(DEFAULT_TAUS[config.mode])
 
 
 def _data_options(options) -> dict:
     data_options = options.data_options()
-    if options.flags.quick:
+    if options.config.sweeps.quick:
         data_options.update(QUICK_DATA)
     return data_options
 
@@ -87,7 +83,7 @@ def _train_configs(options):
     # Hundreds of small cells: each keeps its record and history.csv, without TensorBoard logs.
     teacher = dataclasses.replace(options.train_config("teacher", verbose=0), tensorboard=False)
     student = dataclasses.replace(options.train_config("student", verbose=0), tensorboard=False)
-    if options.flags.quick:
+    if options.config.sweeps.quick:
         teacher = dataclasses.replace(teacher, **QUICK_TRAIN)
         student = dataclasses.replace(student, **QUICK_TRAIN)
     return teacher, student
@@ -95,29 +91,31 @@ def _train_configs(options):
 
 def _model_options(options, role: str, model: str) -> dict:
     model_options = options.model_options(role, model)
-    if options.flags.quick and "width" in model_options:
+    if options.config.sweeps.quick and "width" in model_options:
         model_options["width"] = QUICK_WIDTHS[role]
     return model_options
 
 
 def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
-    flag_values = options.flags
+    sweeps = options.config.sweeps
     data_options = _data_options(options)
-    difficulties = [int(value) for value in flag_values.difficulties] or [data_options["difficulty"]]
-    if flag_values.quick:
+    difficulties = list(sweeps.difficulties) or [data_options["difficulty"]]
+    if sweeps.quick:
         difficulties = [QUICK_DATA["difficulty"]]
         grid = QUICK_DATA_EFFICIENCY
     else:
         grid = {
-            "train_sizes": [int(size) for size in flag_values.train_sizes],
-            "student_models": list(flag_values.student_models),
+            "train_sizes": list(sweeps.train_sizes),
+            "student_models": list(sweeps.student_models),
             "methods": options.methods,
-            "teacher_examples": flag_values.teacher_examples,
-            "student_steps": flag_values.student_steps,
-            "evaluations": flag_values.evaluations,
+            "teacher_examples": sweeps.teacher_examples,
+            "student_steps": sweeps.student_steps,
+            "evaluations": sweeps.evaluations,
         }
     teacher_train, student_train = _train_configs(options)
-    teacher_model = options.teacher_model if flag_values["teacher_model"].present else DATA_EFFICIENCY_TEACHER
+    teacher_model = (
+        options.teacher_model if options.config.was_set("teacher_model") else DATA_EFFICIENCY_TEACHER
+    )
     return studies.DataEfficiencyConfig(
         settings=[
             {"tau": tau, "difficulty": difficulty} for tau in _taus(options) for difficulty in difficulties
@@ -139,23 +137,23 @@ def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
         evaluations=grid["evaluations"],
         hyperparameters=options.hyperparameters(),
         method_overrides=options.method_overrides,
-        precision=flag_values.precision,
+        precision=options.config.runtime.precision,
     )
 
 
 def sweet_spot_config(options) -> studies.SweetSpotConfig:
-    flag_values = options.flags
+    config = options.config
     data_options = {**_data_options(options), "tau": _taus(options)[0]}
-    if flag_values.quick:
+    if config.sweeps.quick:
         batch_sizes, epoch_grid = QUICK_SWEET_SPOT["batch_sizes"], QUICK_SWEET_SPOT["epoch_grid"]
     else:
-        batch_sizes = [int(size) for size in flag_values.teacher_batch_sizes]
-        epoch_grid = [int(epochs) for epochs in flag_values.teacher_epoch_grid]
+        batch_sizes = list(config.sweeps.teacher_batch_sizes)
+        epoch_grid = list(config.sweeps.teacher_epoch_grid)
     teacher_train, student_train = _train_configs(options)
     return studies.SweetSpotConfig(
         batch_sizes=batch_sizes,
         epoch_grid=epoch_grid,
-        seeds=options.seeds if flag_values["seeds"].present or flag_values.quick else list(SWEET_SPOT_SEEDS),
+        seeds=options.seeds if config.was_set("seeds") or config.sweeps.quick else list(SWEET_SPOT_SEEDS),
         data_options=data_options,
         teacher_model=options.teacher_model,
         teacher_model_options=_model_options(options, "teacher", options.teacher_model),
@@ -163,10 +161,10 @@ def sweet_spot_config(options) -> studies.SweetSpotConfig:
         student_model_options=_model_options(options, "student", options.student_model),
         teacher_train=teacher_train,
         student_train=student_train,
-        method=flag_values.method,
+        method=config.method,
         hyperparameters=options.hyperparameters(),
         method_overrides=options.method_overrides,
-        precision=flag_values.precision,
+        precision=config.runtime.precision,
     )
 
 

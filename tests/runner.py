@@ -6,6 +6,7 @@ from absl.testing import flagsaver
 
 import run  # noqa: F401 (defines the flags)
 from kd_tf import cli
+from kd_tf.repro import config
 
 # A synthetic preset small enough for a test (tests/tiny.py).
 TINY_SYNTHETIC = tiny.SYNTHETIC
@@ -16,4 +17,4 @@ def run_in_process(argv):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *argv])
-        cli.run(flags.FLAGS)
+        cli.run(config.from_flags(flags.FLAGS, ["run.py", *argv]))

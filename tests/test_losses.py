@@ -13,14 +13,15 @@ CLASS_VECTORS = np.random.default_rng(3).normal(size=(4, NUM_CLASSES)).astype(np
 
 
 def make_loss(name, **overrides):
+    method = losses.registered()[name]
     extra = {}
-    if name in losses.NEEDS_CLASS_VECTORS:
+    if "class_vectors" in method.needs:
         extra["class_vectors"] = CLASS_VECTORS
-    if name in losses.NEEDS_CLASS_PARENTS:
+    if "class_parents" in method.needs:
         extra.update(class_parents=PARENTS, rel_target=0.6, rel_sibling=0.1)
-    if name == "kd_topk":
+    if "topk" in method.hyperparameters:
         extra["topk"] = 2
-    if name not in ("student", "ls"):
+    if "temperature" in method.hyperparameters:
         extra.update(temperature=3.0, alpha=0.7)
     return losses.get(name, **{**extra, **overrides})
 

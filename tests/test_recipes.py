@@ -18,7 +18,8 @@ from absl.testing import flagsaver
 import data.cifar100
 import data.imagenet
 import run  # noqa: F401 (defines the flags)
-from kd_tf import cli, experiment
+from kd_tf import cli, experiment, losses
+from kd_tf.repro import config as run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_EXAMPLES = {"cifar100": data.cifar100.TRAIN_SIZE, "imagenet": data.imagenet.TRAIN_EXAMPLES}
@@ -45,7 +46,7 @@ def resolve(flagfile: str) -> dict:
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", f"--flagfile={os.path.relpath(flagfile, ROOT)}"])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         values = {f"--{name}": _format(flags.FLAGS[name].value) for name in flags.FLAGS}
         mode, dataset = flags.FLAGS.mode, flags.FLAGS.dataset
         role = "teacher" if mode == "teacher" else "student"
@@ -70,7 +71,7 @@ def resolve(flagfile: str) -> dict:
             values["method"] = method
             if mode == "student":
                 resolved = {**options.hyperparameters(), **options.method_overrides.get(method, {})}
-                chosen = experiment.method_hyperparameters(method, resolved)
+                chosen = losses.hyperparameters_of(method, resolved)
                 values["trains with"] = (
                     ", ".join(f"{k}={_format(v)}" for k, v in chosen.items()) or "cross-entropy"
                 )

@@ -12,6 +12,7 @@ from absl.testing import flagsaver
 from runner import TINY_SYNTHETIC, run_in_process
 
 from kd_tf import cli
+from kd_tf.repro import config as run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [*TINY_SYNTHETIC, "--taus=0.8", "--topk=3", "--rel_target=0.5", "--rel_sibling=0.1"]
@@ -116,7 +117,7 @@ BAD_RUNS = [
     (["--mode=student", "--teacher_dir=/nonexistent/teacher"], "holds no trained teacher"),
     (["--methods=kd_rel", "--rel_target=0.9", "--rel_sibling=0.05"], "rel_target"),
     (["--method_overrides=kd:temperature=-1"], "temperature"),
-    (["--methods=kd_topk", "--topk=9"], "--topk must be at most the number of classes"),
+    (["--methods=kd_topk", "--topk=9"], "`topk` must be <= the number of classes"),
     (["--method_overrides=kd_wrong:temperature=2"], "unknown method"),
     (["--method_overrides=kd:temprature=2"], "unknown hyperparameter"),
     (["--mode=analyze", "--strategy=multi_worker_mirrored"], "runs --mode=table/teacher/student"),
@@ -169,7 +170,7 @@ def _resolved(argv, method):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *argv])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         return {**options.hyperparameters(), **options.method_overrides.get(method, {})}
 
 
@@ -235,13 +236,13 @@ def test_an_explicit_multi_step_call_over_several_replicas_is_refused(strategies
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *TINY, "--strategy=mirrored", "--steps_per_execution=4"])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         with pytest.raises(
             cli.UserError, match="--steps_per_execution must be 1 with --strategy=mirrored over 2"
         ):
             options.check_replicas(mirrored)
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *TINY, "--strategy=mirrored"])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         options.check_replicas(mirrored)  # the default 8 becomes one step per call, recorded in the config
         assert options.train_config("student", verbose=0).steps_per_execution == 1

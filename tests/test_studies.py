@@ -14,6 +14,7 @@ from runner import run_in_process
 import models
 from data import synthetic
 from kd_tf import cli, experiment, losses, studies, study_runs
+from kd_tf.repro import config as run_config
 
 
 def _csv_rows(path):
@@ -255,7 +256,7 @@ def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", "--mode=sweet_spot", *QUICK, f"--output_dir={tmp_path}"])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         options.check()
         config = study_runs.sweet_spot_config(options)
     seed_dir = str(tmp_path / "runs" / "seed=0")
@@ -314,7 +315,7 @@ def _config(mode, argv, tmp_path):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", f"--mode={mode}", *argv, f"--output_dir={tmp_path}"])
-        options = cli._Options(flags.FLAGS)
+        options = cli._Options(run_config.from_flags(flags.FLAGS))
         options.check()
         build = (
             study_runs.data_efficiency_config if mode == "data_efficiency" else study_runs.sweet_spot_config

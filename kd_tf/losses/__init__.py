@@ -1,6 +1,13 @@
-"""Every method of the paper as a Keras `Loss`, reachable by its flag name through `get`."""
+"""Every method of the paper as a Keras `Loss`, reachable by its flag name through `get`.
 
-from kd_tf.losses import kd, kd_pt, kd_rel, kd_sim, kd_topk, ls, mixes, student  # noqa: F401 (registers)
+Each module of this package is imported here, so a loss class registered (`base.register`) in a new file
+`kd_tf/losses/<name>.py` is a method of `get`, `NAMES` and `run.py --method` with no other edit. Its class
+says what a run needs to build it (`hyperparameters`, `needs`).
+"""
+
+import importlib
+import pkgutil
+
 from kd_tf.losses.base import DistillationLoss, pack_targets, registered
 from kd_tf.losses.kd import KD
 from kd_tf.losses.kd_pt import KDPt
@@ -11,12 +18,32 @@ from kd_tf.losses.ls import LabelSmoothing
 from kd_tf.losses.mixes import KDPtRel, KDPtSim
 from kd_tf.losses.student import Student
 
-# Flag names in the order of the paper's tables.
-NAMES = ("student", "ls", "kd", "kd_pt", "kd_sim", "kd_pt_sim", "kd_topk", "kd_rel", "kd_pt_rel")
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-# What each method needs when it is built (beyond its hyperparameters).
-NEEDS_CLASS_VECTORS = ("kd_sim", "kd_pt_sim")
-NEEDS_CLASS_PARENTS = ("kd_rel", "kd_pt_rel")
+
+def _table_order(name: str) -> tuple:
+    position = registered()[name].table_position
+    return (position is None, position or 0, name)
+
+
+# Flag names in the order of the paper's tables (then any other registered method, by name).
+NAMES = tuple(sorted(registered(), key=_table_order))
+
+# Every hyperparameter any method takes, each once, in the order of the methods that take it.
+HYPERPARAMETER_NAMES = tuple(
+    dict.fromkeys(name for method in NAMES for name in registered()[method].hyperparameters)
+)
+
+
+def needing(what: str) -> tuple[str, ...]:
+    """The methods whose loss needs `what` ("class_vectors" or "class_parents") to be built."""
+    return tuple(name for name in NAMES if what in registered()[name].needs)
+
+
+def hyperparameters_of(name: str, values: dict) -> dict:
+    """The subset of `values` (hyperparameter name -> value) that method `name` takes, in its order."""
+    return {key: values[key] for key in registered()[name].hyperparameters if key in values}
 
 
 def label(name: str) -> str:
@@ -46,11 +73,14 @@ __all__ = [
     "KDPtSim",
     "KDRel",
     "KDSim",
+    "HYPERPARAMETER_NAMES",
     "KDTopK",
     "LabelSmoothing",
     "Student",
     "get",
+    "hyperparameters_of",
     "label",
+    "needing",
     "pack_targets",
     "registered",
 ]

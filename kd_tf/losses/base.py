@@ -8,10 +8,11 @@ import tensorflow as tf
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 
 
-def register(name: str, label: str | None = None):
+def register(name: str, label: str | None = None, table_position: int | None = None):
     """Class decorator: makes a loss reachable as `kd_tf.losses.get(name)` and by the `--method` flag.
 
-    `label` is the method's name in the paper's tables ("KD-pt"), what result tables print.
+    `label` is the method's name in the paper's tables ("KD-pt"), what result tables print;
+    `table_position` its column in them (methods without one follow, by name).
     """
 
     def decorate(cls):
@@ -19,6 +20,7 @@ def register(name: str, label: str | None = None):
             raise ValueError(f"A loss is already registered as {name!r}: {_REGISTRY[name].__name__}.")
         cls.method_name = name
         cls.paper_label = label or name
+        cls.table_position = table_position
         _REGISTRY[name] = cls
         return keras.saving.register_keras_serializable(package="kd_tf")(cls)
 
@@ -95,6 +97,12 @@ class DistillationLoss(keras.losses.Loss):
     """
 
     method_name = "distillation"
+    # What the runner needs to know to build the loss (each method's file says it for its class):
+    # `hyperparameters`, the constructor arguments a run sets from the flags of the same names, in the order
+    # records list them; `needs`, what else the constructor takes: "class_vectors" (the teacher's
+    # logit-layer weights, `[M, features]`) and/or "class_parents" (a class hierarchy, `[M]`).
+    hyperparameters: tuple[str, ...] = ("temperature", "alpha")
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, temperature=1.0, alpha=0.5, name=None, reduction="sum_over_batch_size", dtype=None):
         check_range("temperature", temperature, low=0, low_inclusive=False)
@@ -102,6 +110,9 @@ class DistillationLoss(keras.losses.Loss):
         super().__init__(name=name or self.method_name, reduction=reduction, dtype="float32")
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raises `ValueError` when the loss cannot serve `num_classes` classes (KD-topk's k > M)."""
 
     # What the teacher contributes, per example.
 

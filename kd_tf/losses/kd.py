@@ -5,7 +5,7 @@ import tensorflow as tf
 from kd_tf.losses.base import DistillationLoss, register
 
 
-@register("kd", label="KD")
+@register("kd", label="KD", table_position=2)
 class KD(DistillationLoss):
     """`q̃ = q^T = softmax(teacher_logits / T)`; needs all `M` teacher logits per example.
 

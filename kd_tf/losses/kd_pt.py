@@ -11,7 +11,7 @@ def target_probability(labels, teacher_logits, temperature):
     return tf.exp(tf.gather(log_probs, labels, axis=-1, batch_dims=labels.shape.rank))
 
 
-@register("kd_pt", label="KD-pt")
+@register("kd_pt", label="KD-pt", table_position=3)
 class KDPt(DistillationLoss):
     """`q̃_t = q^T_t`, `q̃_i = (1 - q^T_t)/(M - 1)` for `i ≠ t`: gradient rescaling without class relations.
 

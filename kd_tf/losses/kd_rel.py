@@ -37,7 +37,7 @@ def hierarchy_targets(class_parents, rel_target, rel_sibling):
     return table.astype(np.float32)
 
 
-@register("kd_rel", label="KD-rel")
+@register("kd_rel", label="KD-rel", table_position=7)
 class KDRel(DistillationLoss):
     """`q̃_t = a`, `b` for classes sharing `t`'s parent, `c` for the rest (`a ≥ b ≥ c ≥ 0`).
 
@@ -47,6 +47,9 @@ class KDRel(DistillationLoss):
         rel_sibling: `b`, each sibling's share.
         temperature, alpha: as `DistillationLoss`.
     """
+
+    hyperparameters = ("temperature", "alpha", "rel_target", "rel_sibling")
+    needs = frozenset({"class_parents"})
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ def similarity_targets(class_vectors, sim_power=1.0, sim_temperature=1.0):
     return (table / table.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-@register("kd_sim", label="KD-sim")
+@register("kd_sim", label="KD-sim", table_position=4)
 class KDSim(DistillationLoss):
     """`q̃ = softmax(sign(s)·|s|^ρ / T_sim)`, `s_i = cos(ŵ_t, ŵ_i)` over the teacher's class vectors.
 
@@ -36,6 +36,9 @@ class KDSim(DistillationLoss):
         sim_temperature: `T_sim > 0` (default 1).
         temperature, alpha: as `DistillationLoss`.
     """
+
+    hyperparameters = ("temperature", "alpha", "sim_power", "sim_temperature")
+    needs = frozenset({"class_vectors"})
 
     def __init__(
         self,

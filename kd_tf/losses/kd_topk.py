@@ -23,7 +23,7 @@ def topk_distribution(topk_probs, topk_indices, num_classes):
     return tf.reshape(table, tf.concat([leading_shape, [num_classes]], axis=0))
 
 
-@register("kd_topk", label="KD-topk")
+@register("kd_topk", label="KD-topk", table_position=6)
 class KDTopK(DistillationLoss):
     """`q̃_i = q^T_i` for the `topk` most likely classes, the remaining mass uniform over the others.
 
@@ -33,6 +33,8 @@ class KDTopK(DistillationLoss):
         topk: `k ≥ 1` (must not exceed the number of classes).
         temperature, alpha: as `DistillationLoss`.
     """
+
+    hyperparameters = ("temperature", "alpha", "topk")
 
     def __init__(
         self,
@@ -49,14 +51,14 @@ class KDTopK(DistillationLoss):
         super().__init__(temperature=temperature, alpha=alpha, name=name, reduction=reduction)
         self.topk = int(topk)
 
-    def _check(self, num_classes):
+    def check_num_classes(self, num_classes):
         if self.topk > num_classes:
             raise ValueError(
                 f"`topk` must be <= the number of classes ({num_classes}). Received: topk={self.topk}"
             )
 
     def payload_size(self, num_classes):
-        self._check(num_classes)
+        self.check_num_classes(num_classes)
         return 2 * self.topk
 
     def teacher_payload(self, labels, teacher_logits):
@@ -65,7 +67,7 @@ class KDTopK(DistillationLoss):
         return tf.concat([values, tf.cast(indices, tf.float32)], axis=-1)
 
     def target_distribution(self, labels, payload, num_classes):
-        self._check(num_classes)
+        self.check_num_classes(num_classes)
         return topk_distribution(payload[..., : self.topk], payload[..., self.topk :], num_classes)
 
     def get_config(self):

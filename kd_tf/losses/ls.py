@@ -5,7 +5,7 @@ import tensorflow as tf
 from kd_tf.losses.base import DistillationLoss, check_range, register
 
 
-@register("ls", label="LS")
+@register("ls", label="LS", table_position=1)
 class LabelSmoothing(DistillationLoss):
     """`(1 - ε)·H(y, p) + ε·KL(u ‖ p)` with `u` uniform over the `M` classes.
 
@@ -14,6 +14,8 @@ class LabelSmoothing(DistillationLoss):
     Args:
         label_smoothing: `ε` in [0, 1]; the weight of the uniform target.
     """
+
+    hyperparameters = ("label_smoothing",)
 
     def __init__(self, label_smoothing=0.1, name=None, reduction="sum_over_batch_size", dtype=None):
         check_range("label_smoothing", label_smoothing, 0, 1)

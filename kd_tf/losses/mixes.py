@@ -23,7 +23,7 @@ class _PtMix:
         return {**super().get_config(), "mix": self.mix}
 
 
-@register("kd_pt_sim", label="KD-pt+sim")
+@register("kd_pt_sim", label="KD-pt+sim", table_position=5)
 class KDPtSim(_PtMix, KDSim):
     """`q̃ = mix·q̃_pt + (1 - mix)·q̃_sim` (the paper uses `mix = 0.5`).
 
@@ -32,13 +32,15 @@ class KDPtSim(_PtMix, KDSim):
         mix: `β` in [0, 1], the weight of KD-pt's distribution.
     """
 
+    hyperparameters = (*KDSim.hyperparameters, "mix")
+
     def __init__(self, class_vectors, mix=0.5, **kwargs):
         check_range("mix", mix, 0, 1)
         super().__init__(class_vectors, **kwargs)
         self.mix = float(mix)
 
 
-@register("kd_pt_rel", label="KD-pt+rel")
+@register("kd_pt_rel", label="KD-pt+rel", table_position=8)
 class KDPtRel(_PtMix, KDRel):
     """`q̃ = mix·q̃_pt + (1 - mix)·q̃_rel`.
 
@@ -46,6 +48,8 @@ class KDPtRel(_PtMix, KDRel):
         class_parents, rel_target, rel_sibling: as `KDRel`.
         mix: `β` in [0, 1], the weight of KD-pt's distribution.
     """
+
+    hyperparameters = (*KDRel.hyperparameters, "mix")
 
     def __init__(self, class_parents, mix=0.5, **kwargs):
         check_range("mix", mix, 0, 1)

@@ -5,7 +5,7 @@ import tensorflow as tf
 from kd_tf.losses.base import DistillationLoss, register
 
 
-@register("student", label="Student")
+@register("student", label="Student", table_position=0)
 class Student(DistillationLoss):
     """Cross-entropy `H(y, p)` with no teacher (`alpha = 0`).
 
@@ -15,6 +15,8 @@ class Student(DistillationLoss):
     >>> loss = kd_tf.losses.get("student")
     >>> loss([0, 2], [[2.0, 1.0, 0.1], [0.5, 0.5, 3.0]])
     """
+
+    hyperparameters = ()
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(temperature=1.0, alpha=0.0, name=name, reduction=reduction)

@@ -1,0 +1,431 @@
+"""The run's configuration: frozen dataclasses built once from `run.py`'s flags, with where each value came from.
+
+`from_flags` is the one place below `run.py` that reads absl flags. It applies the precedence rule
+(BUILD.md, "Precedence"): a value the user set, on the command line or in their flagfile, beats a dataset's
+preset, which beats the flag's default; per method, an explicit `--method_overrides` value beats all three.
+Everything after it (checks, modes, studies, figures) reads the `Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import data as datasets
+from kd_tf import losses
+
+# Where a value came from, as `--dry_run` prints it.
+COMMAND_LINE, FLAGFILE, PRESET, DEFAULT, OVERRIDE = (
+    "command line",
+    "flagfile",
+    "preset",
+    "default",
+    "--method_overrides",
+)
+
+# A dataset's preset: values applied to every flag the user did not set, globally ("flags") or for one method
+# ("methods"). The synthetic study's come from the search in BUILD.md ("Training", "Method
+# hyperparameters"); the other datasets' recipes live in their flagfiles (configs/).
+PRESETS = {
+    "synthetic": {
+        "flags": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3},
+        "methods": {
+            "kd_pt": {"temperature": 1.0, "alpha": 0.3},
+            "kd_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_rel": {"temperature": 1.0, "alpha": 0.1},
+            "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
+        },
+    }
+}
+
+SWEEPS = ("data_efficiency", "sweet_spot")
+
+
+class UserError(Exception):
+    """A problem with the command line, the data or a saved file, explained for the person who ran it."""
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How one model is trained: the fields of `experiment.TrainConfig` that come from flags."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    lr_schedule: str
+    lr_boundary_epochs: tuple[float, ...]
+    lr_multipliers: tuple[float, ...]
+    warmup_epochs: float
+    weight_decay: float
+    jit_compile: bool | str
+    steps_per_execution: int
+    tensorboard: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """The flags the models' builders take their options from (`Config.model_options`)."""
+
+    teacher_width: int
+    student_width: int
+    logit_scale: float
+    resnet_variant: str
+    sync_batch_norm: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how the computation runs."""
+
+    precision: str
+    strategy: str
+    tpu: str | None
+    collective_timeout: float
+    cpu_devices: int
+    sync_batch_norm: bool
+    jobs: int | None
+    teacher_cache: str
+    teacher_cache_max_mb: float
+    steps_per_epoch: int | None
+    deterministic: bool
+    verbose: bool
+    progress: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweeps:
+    """`--mode=data_efficiency` and `--mode=sweet_spot`."""
+
+    quick: bool
+    train_sizes: tuple[int, ...]
+    student_models: tuple[str, ...]
+    student_steps: int
+    evaluations: int
+    teacher_examples: int
+    difficulties: tuple[int, ...]
+    teacher_batch_sizes: tuple[int, ...]
+    teacher_epoch_grid: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """`--mode=analyze`."""
+
+    ls_run_dir: str | None
+    topk_sweep: tuple[int, ...]
+    figures_dir: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+    """`--dataset=ptb`: the AWD-LSTM being trained and its NT-ASGD loop."""
+
+    embedding_size: int
+    hidden_size: int
+    dropout: float
+    dropout_hidden: float
+    dropout_input: float
+    dropout_embedding: float
+    weight_drop: float
+    bptt: int
+    clip: float
+    alpha_ar: float
+    beta_tar: float
+    nonmono: int
+    max_windows_per_epoch: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run does, resolved: what the user set, the presets and the defaults.
+
+    Attributes:
+        mode, dataset, method, methods, seeds, teacher_dir, overwrite, dry_run, data_dir: the flags.
+        output_dir: `--output_dir`, or the mode's default directory.
+        taus: the synthetic class similarities, one table column each.
+        data_options: the options of the dataset's `load` (its `Facts.option_flags`).
+        teacher_model, student_model: the architectures (the dataset's defaults unless set).
+        models: what the models' builder options come from (`model_options`).
+        teacher, student: how each is trained.
+        hyperparameters: every method hyperparameter's global value (the flags of the same names).
+        method_overrides: per method, the values that replace the global ones (explicit overrides and
+            presets, by the precedence rule).
+        explicit_overrides: the `--method_overrides` values alone.
+        teacher_label_smoothing: the teacher's ε (Table 4).
+        runtime, sweeps, analysis, language_model: the other groups of flags.
+        set_by_user: names of the flags the user set (command line or flagfile).
+        sources: flag name -> where its value came from (`COMMAND_LINE`, `FLAGFILE`, `PRESET`, `DEFAULT`).
+        command: the command line, as results files quote it.
+    """
+
+    mode: str
+    dataset: str
+    method: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    output_dir: str
+    teacher_dir: str | None
+    overwrite: bool
+    dry_run: bool
+    data_dir: str | None
+    taus: tuple[float, ...]
+    data_options: Mapping
+    teacher_model: str
+    student_model: str
+    models: Models
+    teacher: Training
+    student: Training
+    hyperparameters: Mapping
+    method_overrides: Mapping
+    explicit_overrides: Mapping
+    teacher_label_smoothing: float
+    runtime: Runtime
+    sweeps: Sweeps
+    analysis: Analysis
+    language_model: LanguageModel
+    set_by_user: frozenset
+    sources: Mapping
+    command: str
+
+    def was_set(self, name: str) -> bool:
+        """Whether the user set flag `name` (on the command line or in their flagfile)."""
+        return name in self.set_by_user
+
+    def method_values(self, method: str) -> dict:
+        """The hyperparameters `method` trains with."""
+        values = {**self.hyperparameters, **self.method_overrides.get(method, {})}
+        return losses.hyperparameters_of(method, values)
+
+    def method_sources(self, method: str) -> dict:
+        """Hyperparameter name -> where `method`'s value came from."""
+        explicit = self.explicit_overrides.get(method, {})
+        preset = self.method_overrides.get(method, {})
+        sources = {}
+        for name in losses.hyperparameters_of(method, self.hyperparameters):
+            if name in explicit:
+                sources[name] = OVERRIDE
+            elif name in preset:
+                sources[name] = PRESET
+            else:
+                sources[name] = self.sources[name]
+        return sources
+
+    def model_options(self, role: str, model: str | None = None) -> dict:
+        """The builder options of `model` (default: the run's `role` architecture) trained as `role`."""
+        model = model or (self.teacher_model if role == "teacher" else self.student_model)
+        flags = self.models
+        # Only where asked for: a model saved without it keeps the configuration it always had.
+        synchronized = {"sync_batch_norm": True} if flags.sync_batch_norm else {}
+        if model in ("mlp", "deep_linear"):
+            width = flags.teacher_width if role == "teacher" else flags.student_width
+            return {"width": width, "logit_scale": flags.logit_scale, "name": role, **synchronized}
+        if model.startswith("resnet") and self.dataset in ("cifar100", "digits"):
+            return {"variant": flags.resnet_variant, "name": role, **synchronized}
+        return {"name": role, **synchronized}
+
+
+def from_flags(flag_values, argv: list[str] | None = None) -> Config:
+    """Builds the `Config` of parsed `flag_values` (absl `FlagValues`); `argv` (default `sys.argv`) tells
+    the command line's flags from the flagfile's."""
+    argv = sys.argv if argv is None else argv
+    set_by_user = frozenset(name for name in flag_values if flag_values[name].present)
+    on_command_line = _named_on_command_line(argv, flag_values)
+    preset = PRESETS.get(flag_values.dataset, {})
+
+    def value(name: str):
+        if name in preset.get("flags", {}) and name not in set_by_user:
+            return preset["flags"][name]
+        return flag_values[name].value
+
+    sources = {}
+    for name in flag_values:
+        if name in set_by_user:
+            sources[name] = COMMAND_LINE if name in on_command_line else FLAGFILE
+        elif name in preset.get("flags", {}):
+            sources[name] = PRESET
+        else:
+            sources[name] = DEFAULT
+
+    dataset = flag_values.dataset
+    facts = datasets.facts(dataset)
+    teacher_model = flag_values.teacher_model if "teacher_model" in set_by_user else facts.default_models[0]
+    student_model = flag_values.student_model if "student_model" in set_by_user else facts.default_models[1]
+    if "teacher_model" not in set_by_user:
+        sources["teacher_model"] = PRESET
+    if "student_model" not in set_by_user:
+        sources["student_model"] = PRESET
+
+    methods = tuple(flag_values.methods)
+    if "methods" not in set_by_user:
+        if facts.hierarchy(facts.options(value)) is None:
+            methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
+        if flag_values.mode == "data_efficiency":
+            from kd_tf import studies
+
+            methods = tuple(studies.DATA_EFFICIENCY_METHODS)
+
+    hyperparameters = {name: flag_values[name].value for name in losses.HYPERPARAMETER_NAMES}
+    explicit = parse_overrides(flag_values.method_overrides)
+    method_overrides = {}
+    for method in losses.NAMES:
+        values = {
+            name: number
+            for name, number in preset.get("methods", {}).get(method, {}).items()
+            if name not in set_by_user
+        }
+        values.update(explicit.get(method, {}))
+        if values:
+            method_overrides[method] = _frozen(values)
+
+    def training(role: str) -> Training:
+        epochs, learning_rate = flag_values.epochs, flag_values.learning_rate
+        if role == "teacher":
+            if value("teacher_epochs") is not None:
+                epochs = value("teacher_epochs")
+            if value("teacher_learning_rate") is not None:
+                learning_rate = value("teacher_learning_rate")
+        return Training(
+            epochs=epochs,
+            batch_size=flag_values.batch_size,
+            optimizer=flag_values.optimizer,
+            learning_rate=learning_rate,
+            momentum=flag_values.momentum,
+            lr_schedule=flag_values.lr_schedule,
+            lr_boundary_epochs=tuple(float(v) for v in flag_values.lr_boundary_epochs),
+            lr_multipliers=tuple(float(v) for v in flag_values.lr_multipliers),
+            warmup_epochs=flag_values.warmup_epochs,
+            weight_decay=flag_values.weight_decay,
+            jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
+            steps_per_execution=flag_values.steps_per_execution,
+            tensorboard=flag_values.tensorboard,
+        )
+
+    return Config(
+        mode=flag_values.mode,
+        dataset=dataset,
+        method=flag_values.method,
+        methods=methods,
+        seeds=tuple(int(seed) for seed in flag_values.seeds),
+        output_dir=flag_values.output_dir
+        or default_output_dir(flag_values.mode, dataset, flag_values.method),
+        teacher_dir=flag_values.teacher_dir,
+        overwrite=flag_values.overwrite,
+        dry_run=flag_values.dry_run,
+        data_dir=flag_values.data_dir,
+        taus=tuple(float(tau) for tau in flag_values.taus),
+        data_options=_frozen(facts.options(value)),
+        teacher_model=teacher_model,
+        student_model=student_model,
+        models=Models(**{field.name: flag_values[field.name].value for field in dataclasses.fields(Models)}),
+        teacher=training("teacher"),
+        student=training("student"),
+        hyperparameters=_frozen(hyperparameters),
+        method_overrides=_frozen(method_overrides),
+        explicit_overrides=_frozen({method: _frozen(values) for method, values in explicit.items()}),
+        teacher_label_smoothing=flag_values.teacher_label_smoothing,
+        runtime=Runtime(
+            precision=flag_values.precision,
+            strategy=flag_values.strategy,
+            tpu=flag_values.tpu,
+            collective_timeout=flag_values.collective_timeout,
+            cpu_devices=flag_values.cpu_devices,
+            sync_batch_norm=flag_values.sync_batch_norm,
+            jobs=flag_values.jobs,
+            teacher_cache=flag_values.teacher_cache,
+            teacher_cache_max_mb=flag_values.teacher_cache_max_mb,
+            steps_per_epoch=flag_values.steps_per_epoch,
+            deterministic=flag_values.deterministic,
+            verbose=flag_values.verbose,
+            progress=flag_values.progress,
+        ),
+        sweeps=Sweeps(
+            quick=flag_values.quick,
+            train_sizes=tuple(int(v) for v in flag_values.train_sizes),
+            student_models=tuple(flag_values.student_models),
+            student_steps=flag_values.student_steps,
+            evaluations=flag_values.evaluations,
+            teacher_examples=flag_values.teacher_examples,
+            difficulties=tuple(int(v) for v in flag_values.difficulties),
+            teacher_batch_sizes=tuple(int(v) for v in flag_values.teacher_batch_sizes),
+            teacher_epoch_grid=tuple(int(v) for v in flag_values.teacher_epoch_grid),
+        ),
+        analysis=Analysis(
+            ls_run_dir=flag_values.ls_run_dir,
+            topk_sweep=tuple(int(k) for k in flag_values.topk_sweep),
+            figures_dir=flag_values.figures_dir,
+        ),
+        language_model=LanguageModel(
+            **{field.name: flag_values[field.name].value for field in dataclasses.fields(LanguageModel)}
+        ),
+        set_by_user=set_by_user,
+        sources=_frozen(sources),
+        command=" ".join(argv),
+    )
+
+
+def default_output_dir(mode: str, dataset: str, method: str) -> str:
+    """Where a mode writes when `--output_dir` is not given: one directory per kind of run, so that the
+    documented commands never collide (a sweep never lands in the table's directory)."""
+    if mode in SWEEPS:
+        return os.path.join("runs", mode)
+    if mode == "teacher":
+        return os.path.join("runs", f"{dataset}_teacher")
+    if mode == "student":
+        return os.path.join("runs", f"{dataset}_{method}")
+    return os.path.join("runs", "synthetic_table1" if dataset == "synthetic" else f"{dataset}_table")
+
+
+def parse_overrides(text: str) -> dict:
+    """`'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'` -> {method: {name: value}}."""
+    overrides = {}
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        method, _, assignments = part.partition(":")
+        method = method.strip()
+        if method not in losses.NAMES:
+            raise UserError(
+                f"--method_overrides names an unknown method {method!r}. Known: {', '.join(losses.NAMES)}."
+            )
+        values = {}
+        for assignment in filter(None, (piece.strip() for piece in assignments.split(","))):
+            name, equals, text_value = assignment.partition("=")
+            name = name.strip()
+            if not equals:
+                raise UserError(
+                    f"--method_overrides: expected name=value, got {assignment!r} for {method}."
+                )
+            if name not in losses.HYPERPARAMETER_NAMES:
+                raise UserError(
+                    f"--method_overrides for {method}: unknown hyperparameter(s) {[name]}; known: "
+                    f"{losses.HYPERPARAMETER_NAMES}"
+                )
+            try:
+                values[name] = int(text_value) if name == "topk" else float(text_value)
+            except ValueError as error:
+                raise UserError(
+                    f"--method_overrides: {name}={text_value!r} for {method} is not a number."
+                ) from error
+        overrides[method] = values
+    return overrides
+
+
+def _named_on_command_line(argv: list[str], flag_values) -> set[str]:
+    """The flags `argv` names itself (`--name=value`, `--name value`, `--noname`), not through a flagfile."""
+    names = set()
+    for argument in argv[1:]:
+        if not argument.startswith("-") or argument.lstrip("-").startswith("flagfile"):
+            continue
+        name = argument.lstrip("-").split("=", 1)[0]
+        if name not in flag_values and name.startswith("no") and name[2:] in flag_values:
+            name = name[2:]
+        names.add(name)
+    return names
