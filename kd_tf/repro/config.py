@@ -400,9 +400,7 @@ def parse_overrides(text: str) -> dict:
             name, equals, text_value = assignment.partition("=")
             name = name.strip()
             if not equals:
-                raise UserError(
-                    f"--method_overrides: expected name=value, got {assignment!r} for {method}."
-                )
+                raise UserError(f"--method_overrides: expected name=value, got {assignment!r} for {method}.")
             if name not in losses.HYPERPARAMETER_NAMES:
                 raise UserError(
                     f"--method_overrides for {method}: unknown hyperparameter(s) {[name]}; known: "
