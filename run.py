@@ -416,15 +416,15 @@ def _schedule_shapes(values):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from kd_tf import cli  # Imported here so that `--help` does not load TensorFlow.
-    from kd_tf.repro import config
+    # Imported here so that `--help` does not load TensorFlow.
+    from kd_tf.repro import config, modes
 
     runtime.catch_interrupts()
 
     start = time.perf_counter()
     try:
-        cli.run(config.from_flags(flags.FLAGS, sys.argv))
-    except cli.UserError as error:
+        modes.run(config.from_flags(flags.FLAGS, sys.argv))
+    except modes.UserError as error:
         if _VERBOSE.value:
             raise
         logging.error("%s", error)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 import models
-from kd_tf import analysis, experiment, plots
+from kd_tf import analysis, experiment, plots, training
 from kd_tf.io import atomic_write_text, read_json
 
 FIGURES_DIR = "figures"
@@ -172,7 +172,7 @@ def load_student(directory: str) -> tuple[keras.Model, dict]:
     """A student saved by the table runner (`student.keras`, safe mode) and its `record.json`."""
     record = read_json(os.path.join(directory, "record.json"))
     _import_model_module(record.get("model"))
-    student = experiment.load_model(os.path.join(directory, "student.keras"))
+    student = training.load_model(os.path.join(directory, "student.keras"))
     return student, record
 
 
@@ -704,7 +704,7 @@ def topk_sweep(
     *,
     columns: Sequence | None = None,
     seeds: Sequence[int] | None = None,
-    train_config: experiment.TrainConfig | None = None,
+    train_config: training.TrainConfig | None = None,
     epochs: int | None = None,
     output_csv=None,
     precision: str = "float32",
@@ -735,7 +735,7 @@ def topk_sweep(
     if epochs is not None and epochs < 1:
         raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs}")
     run_dir = os.fspath(run_dir)
-    base_config = train_config or experiment.TrainConfig(verbose=0)
+    base_config = train_config or training.TrainConfig(verbose=0)
     output_csv = os.fspath(output_csv) if output_csv else os.path.join(run_dir, FIGURES_DIR, SWEEP_CSV)
     rows = []
     for cell in find_cells(run_dir, columns, seeds):
@@ -767,7 +767,7 @@ def topk_sweep(
                 arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
                 loss = experiment.method_loss(method, arguments, teacher, splits)
                 student = _fresh_copy(template, cell.seed + 1)
-                result = experiment.train(
+                result = training.train(
                     student=student,
                     teacher=teacher,
                     loss=loss,

@@ -9,7 +9,7 @@ import keras
 
 import data.ptb
 import models
-from kd_tf import experiment, language_model, losses, paper
+from kd_tf import experiment, language_model, losses, paper, training
 from kd_tf.io import atomic_write_text
 
 
@@ -96,7 +96,7 @@ def run(options) -> None:
         }
         experiment.save_teacher(model, output_dir, info)
     else:
-        experiment.save_model(model, os.path.join(output_dir, "student.keras"))
+        training.save_model(model, os.path.join(output_dir, "student.keras"))
     atomic_write_text(
         os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
     )

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from data import synthetic
-from kd_tf import analysis, checkpoint, experiment, losses, plots
+from kd_tf import analysis, checkpoint, experiment, losses, plots, training
 from kd_tf.io import atomic_write_text
 
 DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
@@ -99,8 +99,8 @@ class DataEfficiencyConfig:
     teacher_model: str
     teacher_model_options: dict
     student_model_options: dict  # model name -> options
-    teacher_train: experiment.TrainConfig
-    student_train: experiment.TrainConfig
+    teacher_train: training.TrainConfig
+    student_train: training.TrainConfig
     student_steps: int
     evaluations: int
     hyperparameters: dict
@@ -521,8 +521,8 @@ class SweetSpotConfig:
     teacher_model_options: dict
     student_model: str
     student_model_options: dict
-    teacher_train: experiment.TrainConfig
-    student_train: experiment.TrainConfig
+    teacher_train: training.TrainConfig
+    student_train: training.TrainConfig
     method: str
     hyperparameters: dict
     method_overrides: dict
@@ -654,7 +654,7 @@ def _train_sweet_spot_teachers(
         config.teacher_train, batch_size=batch_size, epochs=max(config.epoch_grid)
     )
     log(f"teacher seed={seed} batch={batch_size}: {train_config.epochs} epochs")
-    experiment.train(
+    training.train(
         student=teacher,
         teacher=None,
         loss=losses.get("student"),

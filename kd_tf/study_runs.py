@@ -56,7 +56,7 @@ def run(options) -> None:
         parallel_options["jobs"] = _jobs(options, len(config.seeds))
         studies.run_sweet_spot(config, options.output_dir, header=header, **parallel_options)
     # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
-    # which `cli.run` turns into a one-line error).
+    # which `modes.run` turns into a one-line error).
     with open(os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN), encoding="utf-8") as handle:
         print("\n" + handle.read())
 

@@ -1,8 +1,8 @@
 """Two checks of training across workers, run in one process or as one worker of several (TF_CONFIG set):
 
-1. the ImageNet training stream `experiment.training_stream` builds: the labels this worker's replicas
+1. the ImageNet training stream `training.training_stream` builds: the labels this worker's replicas
    receive in two global batches of 4 go to `<output>/shards-<worker>.json`;
-2. a KD student distilled offline from a teacher cache through `experiment.train`: its weights go to
+2. a KD student distilled offline from a teacher cache through `training.train`: its weights go to
    `<output>/student-<worker>.npz` and what `train` returned to `<output>/result-<worker>.json`.
 
 Usage: python multi_worker_probe.py IMAGENET_DIR TEACHER_DIR OUTPUT_DIR
@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
 from data import imagenet, synthetic  # noqa: E402
-from kd_tf import experiment, losses, runtime, teacher_cache  # noqa: E402
+from kd_tf import experiment, losses, runtime, teacher_cache, training  # noqa: E402
 
 BATCH = 64
 
@@ -39,7 +39,7 @@ def main(imagenet_dir: str, teacher_dir: str, output_dir: str) -> None:
 def read_shards(strategy, worker, imagenet_dir: str, output_dir: str) -> None:
     splits = imagenet.load(data_dir=imagenet_dir, batch_size=4, image_size=16, deterministic=True)
     with strategy.scope():
-        batches = iter(experiment.training_stream(strategy, splits, skip=0))
+        batches = iter(training.training_stream(strategy, splits, skip=0))
         labels = []
         for _ in range(2):
             _, batch_labels = next(batches)
@@ -54,7 +54,7 @@ def distil_from_cache(strategy, worker, teacher_dir: str, output_dir: str) -> No
         options = json.load(handle)["data_options"]
     data = synthetic.arrays(**options, seed=0)
     splits = synthetic.splits(data, BATCH, seed=0)
-    teacher = experiment.load_model(os.path.join(teacher_dir, experiment.TEACHER_FILE))
+    teacher = training.load_model(os.path.join(teacher_dir, experiment.TEACHER_FILE))
     loss = losses.get("kd", temperature=4.0, alpha=0.9)
 
     def cached(inputs, labels, part, shuffle_seed=None, drop_remainder=False):
@@ -71,7 +71,7 @@ def distil_from_cache(strategy, worker, teacher_dir: str, output_dir: str) -> No
         validation=cached(data.x_validation, data.y_validation, "validation"),
         test=cached(data.x_test, data.y_test, "test"),
     )
-    config = experiment.TrainConfig(
+    config = training.TrainConfig(
         epochs=2, batch_size=BATCH, verbose=0, tensorboard=False, steps_per_execution=1, jit_compile=False
     )
     with strategy.scope():
@@ -82,7 +82,7 @@ def distil_from_cache(strategy, worker, teacher_dir: str, output_dir: str) -> No
             width=4,
             sync_batch_norm=True,
         )
-        result = experiment.train(
+        result = training.train(
             student=student,
             teacher=None,
             loss=loss,

@@ -1,12 +1,11 @@
-"""Runs `run.py`'s code path in the test process: parse a command line, then `kd_tf.cli.run`."""
+"""Runs `run.py`'s code path in the test process: parse a command line, then `kd_tf.repro.modes.run`."""
 
 import tiny
 from absl import flags
 from absl.testing import flagsaver
 
 import run  # noqa: F401 (defines the flags)
-from kd_tf import cli
-from kd_tf.repro import config
+from kd_tf.repro import config, modes
 
 # A synthetic preset small enough for a test (tests/tiny.py).
 TINY_SYNTHETIC = tiny.SYNTHETIC
@@ -17,4 +16,4 @@ def run_in_process(argv):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *argv])
-        cli.run(config.from_flags(flags.FLAGS, ["run.py", *argv]))
+        modes.run(config.from_flags(flags.FLAGS, ["run.py", *argv]))

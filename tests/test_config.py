@@ -13,8 +13,8 @@ from absl.testing import flagsaver
 from cli_process import environment
 
 import run  # noqa: F401 (defines the flags)
-from kd_tf import cli
 from kd_tf.repro import config as run_config
+from kd_tf.repro import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -88,9 +88,9 @@ def test_dry_run_prints_the_plan_of_every_flagfile_and_writes_nothing(
     def refuse(*args, **kwargs):
         raise AssertionError("--dry_run started a run")
 
-    monkeypatch.setattr(cli, "_run_mode", refuse)
-    monkeypatch.setattr(cli, "_run_as_worker", refuse)
-    cli.run(_config([f"--flagfile=configs/{flagfile}", "--dry_run"]))
+    monkeypatch.setattr(modes, "_run_mode", refuse)
+    monkeypatch.setattr(modes, "_run_as_worker", refuse)
+    modes.run(_config([f"--flagfile=configs/{flagfile}", "--dry_run"]))
     printed = capsys.readouterr().out
     assert printed.startswith("Plan (--dry_run")
     assert "runtime:" in printed and "output: " in printed
@@ -117,8 +117,8 @@ def test_dry_run_names_what_is_missing_and_exits_zero_in_a_new_process(tmp_path)
 
 def test_a_bad_value_is_still_refused_under_dry_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(cli.UserError, match="`topk` must be <= the number of classes"):
-        cli.run(_config(["--dry_run", "--num_classes=8", "--num_superclasses=2", "--topk=9"]))
+    with pytest.raises(modes.UserError, match="`topk` must be <= the number of classes"):
+        modes.run(_config(["--dry_run", "--num_classes=8", "--num_superclasses=2", "--topk=9"]))
     assert os.listdir(tmp_path) == []
 
 

@@ -71,6 +71,7 @@ GROUPS = {
         ("python run.py --mode=sweet_spot --quick", []),
     ],
     "digits": [("python run.py --flagfile=configs/digits_table.flags", DIGITS)],
+    "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],
     "ptb": [
         (MAKE_TOY_CORPUS, []),
         ("python run.py --flagfile=configs/ptb_teacher.flags --data_dir=DIR", PTB),
@@ -96,8 +97,8 @@ GROUPS = {
             FIGURES,
         ),
         (
-            "python -c \"from kd_tf import experiment, figures; figures.topk_sweep('runs/fig', "
-            '[1, 2, 3, 5, 10, 20, 40], columns=[0.9], train_config=experiment.TrainConfig(verbose=0))"',
+            "python -c \"from kd_tf import figures, training; figures.topk_sweep('runs/fig', "
+            '[1, 2, 3, 5, 10, 20, 40], columns=[0.9], train_config=training.TrainConfig(verbose=0))"',
             [],
         ),
         (

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from kd_tf import analysis, experiment, figures
+from kd_tf import analysis, experiment, figures, training
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024
@@ -25,7 +25,7 @@ _BATCH = 64
 
 
 def _study(methods, taus, teacher_label_smoothing=0.0):
-    train = experiment.TrainConfig(
+    train = training.TrainConfig(
         epochs=2, batch_size=_BATCH, learning_rate=1e-2, jit_compile=False, verbose=0
     )
     return experiment.StudyConfig(
@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
         plain,
         [2, 8],
         columns=[0.9],
-        train_config=experiment.TrainConfig(
+        train_config=training.TrainConfig(
             batch_size=_BATCH, learning_rate=1e-2, jit_compile=False, verbose=0
         ),
         log=quiet,

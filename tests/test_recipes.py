@@ -3,7 +3,7 @@
 The tables ("Recipe conformance" in BUILD.md) give, for each recipe, every value a run uses with its source
 (a paper section or an original file and function), and for each row its mode, model, method and the
 hyperparameters the method trains with. This test resolves each flagfile the way `run.py` does (absl parses
-it, `kd_tf.cli` applies the precedence rule) and compares, so a flagfile cannot drift from its recipe.
+it, `kd_tf.repro.config` applies the precedence rule) and compares, so a flagfile cannot drift from its recipe.
 """
 
 import fnmatch
@@ -18,8 +18,9 @@ from absl.testing import flagsaver
 import data.cifar100
 import data.imagenet
 import run  # noqa: F401 (defines the flags)
-from kd_tf import cli, experiment, losses
+from kd_tf import losses, training
 from kd_tf.repro import config as run_config
+from kd_tf.repro import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_EXAMPLES = {"cifar100": data.cifar100.TRAIN_SIZE, "imagenet": data.imagenet.TRAIN_EXAMPLES}
@@ -46,7 +47,7 @@ def resolve(flagfile: str) -> dict:
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", f"--flagfile={os.path.relpath(flagfile, ROOT)}"])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
+        options = modes.Run(run_config.from_flags(flags.FLAGS))
         values = {f"--{name}": _format(flags.FLAGS[name].value) for name in flags.FLAGS}
         mode, dataset = flags.FLAGS.mode, flags.FLAGS.dataset
         role = "teacher" if mode == "teacher" else "student"
@@ -54,7 +55,7 @@ def resolve(flagfile: str) -> dict:
         if dataset in TRAIN_EXAMPLES:
             config = options.train_config(role, verbose=0)
             steps = TRAIN_EXAMPLES[dataset] // config.batch_size
-            schedule = experiment.learning_rate_of(config, steps).get_config()
+            schedule = training.learning_rate_of(config, steps).get_config()
             values["nesterov"] = _format(config.nesterov)
             values["steps per epoch"] = str(steps)
             values["lr boundaries (steps)"] = _format(schedule["boundaries"])

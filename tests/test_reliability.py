@@ -11,7 +11,7 @@ from runner import TINY_SYNTHETIC, run_in_process
 
 import data.synthetic
 import models
-from kd_tf import experiment, io, losses
+from kd_tf import io, losses, training
 
 DATA = dict(
     num_classes=8,
@@ -42,8 +42,8 @@ def train_kd(run_dir, callbacks=()):
     teacher = models.builder("mlp")(num_classes=8, input_shape=(16,), width=32)
     keras.utils.set_random_seed(2)
     student = models.builder("mlp")(num_classes=8, input_shape=(16,), width=8)
-    config = experiment.TrainConfig(epochs=4, batch_size=64, learning_rate=1e-2, jit_compile=False, verbose=0)
-    result = experiment.train(
+    config = training.TrainConfig(epochs=4, batch_size=64, learning_rate=1e-2, jit_compile=False, verbose=0)
+    result = training.train(
         student=student,
         teacher=teacher,
         loss=losses.get("kd", temperature=2.0, alpha=0.5),
@@ -124,9 +124,9 @@ def test_a_non_finite_loss_stops_the_run_naming_the_term_and_keeps_the_last_chec
                 kernel = teacher.get_layer("logits").kernel
                 kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
-    config = experiment.TrainConfig(epochs=3, batch_size=64, jit_compile=False, verbose=0)
-    with pytest.raises(experiment.NonFiniteLossError, match="During epoch 2, the soft term .* became nan"):
-        experiment.train(
+    config = training.TrainConfig(epochs=3, batch_size=64, jit_compile=False, verbose=0)
+    with pytest.raises(training.NonFiniteLossError, match="During epoch 2, the soft term .* became nan"):
+        training.train(
             student=student,
             teacher=teacher,
             loss=losses.get("kd"),

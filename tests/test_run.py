@@ -11,7 +11,7 @@ from absl import flags
 from absl.testing import flagsaver
 from runner import TINY_SYNTHETIC, run_in_process
 
-from kd_tf import cli
+from kd_tf.repro import checks, modes
 from kd_tf.repro import config as run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def test_tiny_table_writes_well_formed_results(tmp_path):
     assert "| KD's share of the gap |" in table
     assert "The paper's Table 1" in table
     # A finished table is never overwritten silently.
-    with pytest.raises(cli.UserError, match="already holds results"):
+    with pytest.raises(modes.UserError, match="already holds results"):
         run_in_process([*TINY, f"--output_dir={output_dir}"])
 
 
@@ -71,7 +71,7 @@ def test_teacher_then_student_from_the_saved_teacher(tmp_path):
     (record,) = json.load(open(os.path.join(student_dir, "results.json")))
     assert record["method"] == "kd_topk" and record["hyperparameters"]["topk"] == 2
     # A teacher for other classes does not fit.
-    with pytest.raises(cli.UserError, match="trained with num_classes=8, but --num_classes asks for 12"):
+    with pytest.raises(modes.UserError, match="trained with num_classes=8, but --num_classes asks for 12"):
         run_in_process(
             [
                 *TINY,
@@ -135,7 +135,7 @@ BAD_RUNS = [
 @pytest.mark.parametrize("argv,message", BAD_RUNS)
 def test_bad_runs_are_refused_before_any_work(tmp_path, argv, message):
     output_dir = tmp_path / "out"
-    with pytest.raises(cli.UserError, match=message):
+    with pytest.raises(modes.UserError, match=message):
         run_in_process([*TINY, *argv, f"--output_dir={output_dir}"])
     assert not output_dir.exists()
 
@@ -158,7 +158,7 @@ def test_a_teacher_from_another_dataset_is_refused_before_any_work(tmp_path):
     teacher_dir.mkdir()
     (teacher_dir / "teacher.json").write_text(json.dumps({"dataset": "cifar100", "num_classes": 100}))
     output_dir = tmp_path / "student"
-    with pytest.raises(cli.UserError, match="trained on --dataset=cifar100, not --dataset=synthetic"):
+    with pytest.raises(modes.UserError, match="trained on --dataset=cifar100, not --dataset=synthetic"):
         run_in_process(
             [*TINY, "--mode=student", f"--teacher_dir={teacher_dir}", f"--output_dir={output_dir}"]
         )
@@ -170,7 +170,7 @@ def _resolved(argv, method):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *argv])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
+        options = modes.Run(run_config.from_flags(flags.FLAGS))
         return {**options.hyperparameters(), **options.method_overrides.get(method, {})}
 
 
@@ -236,13 +236,14 @@ def test_an_explicit_multi_step_call_over_several_replicas_is_refused(strategies
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *TINY, "--strategy=mirrored", "--steps_per_execution=4"])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
         with pytest.raises(
-            cli.UserError, match="--steps_per_execution must be 1 with --strategy=mirrored over 2"
+            modes.UserError, match="--steps_per_execution must be 1 with --strategy=mirrored over 2"
         ):
-            options.check_replicas(mirrored)
+            checks.one_step_per_call(run_config.from_flags(flags.FLAGS), mirrored)
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", *TINY, "--strategy=mirrored"])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
-        options.check_replicas(mirrored)  # the default 8 becomes one step per call, recorded in the config
+        config = run_config.from_flags(flags.FLAGS)
+        options = modes.Run(config)
+        # The default 8 becomes one step per call, recorded in the config.
+        options.one_step_per_call = checks.one_step_per_call(config, mirrored)
         assert options.train_config("student", verbose=0).steps_per_execution == 1

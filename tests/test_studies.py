@@ -13,7 +13,8 @@ from runner import run_in_process
 
 import models
 from data import synthetic
-from kd_tf import cli, experiment, losses, studies, study_runs
+from kd_tf import experiment, losses, studies, study_runs, training
+from kd_tf.repro import checks, modes
 from kd_tf.repro import config as run_config
 
 
@@ -116,7 +117,7 @@ def test_linear_and_deep_linear_students():
 
 def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
     """The sweet-spot grid reads epoch counts off one run: epoch 1 of 2 is a 1-epoch run's teacher."""
-    config = experiment.TrainConfig(epochs=2, batch_size=16, jit_compile=False, verbose=0)
+    config = training.TrainConfig(epochs=2, batch_size=16, jit_compile=False, verbose=0)
     weights = {}
     for epochs in (1, 2):
         # A new pipeline per run under the same global seed, as the sweep builds it.
@@ -129,12 +130,12 @@ def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
         model = models.builder("mlp")(num_classes=4, input_shape=(8,), width=8)
         snapshot_dir = str(tmp_path / f"run{epochs}" / "snap")
         snapshots = studies._Snapshots(model, {1: snapshot_dir}, {"dataset": "synthetic", "num_classes": 4})
-        experiment.train(
+        training.train(
             student=model,
             teacher=None,
             loss=losses.get("student"),
             splits=splits,
-            config=experiment.TrainConfig(**{**vars(config), "epochs": epochs}),
+            config=training.TrainConfig(**{**vars(config), "epochs": epochs}),
             callbacks=[snapshots],
         )
         teacher, info = experiment.load_teacher(snapshot_dir, "synthetic", 4)
@@ -175,7 +176,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     assert "Command:" in open(os.path.join(output_dir, "results.md")).read()
 
     # A finished sweep is not overwritten by accident.
-    with pytest.raises(cli.UserError, match="already holds results"):
+    with pytest.raises(modes.UserError, match="already holds results"):
         run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
 
     # Interrupted: one cell and the summary are missing. The rerun trains that cell only.
@@ -256,8 +257,9 @@ def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", "--mode=sweet_spot", *QUICK, f"--output_dir={tmp_path}"])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
-        options.check()
+        config = run_config.from_flags(flags.FLAGS)
+        checks.check(config)
+        options = modes.Run(config)
         config = study_runs.sweet_spot_config(options)
     seed_dir = str(tmp_path / "runs" / "seed=0")
     # A checkpoint says two epochs are done, but no snapshot was written.
@@ -290,7 +292,7 @@ BAD_SWEEPS = [
 @pytest.mark.parametrize("argv,message", BAD_SWEEPS)
 def test_bad_sweeps_are_refused_before_any_work(tmp_path, argv, message):
     output_dir = tmp_path / "out"
-    with pytest.raises(cli.UserError, match=message):
+    with pytest.raises(modes.UserError, match=message):
         run_in_process([*argv, "--progress=none", f"--output_dir={output_dir}"])
     assert not output_dir.exists()
 
@@ -315,8 +317,9 @@ def _config(mode, argv, tmp_path):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["run.py", f"--mode={mode}", *argv, f"--output_dir={tmp_path}"])
-        options = cli._Options(run_config.from_flags(flags.FLAGS))
-        options.check()
+        config = run_config.from_flags(flags.FLAGS)
+        checks.check(config)
+        options = modes.Run(config)
         build = (
             study_runs.data_efficiency_config if mode == "data_efficiency" else study_runs.sweet_spot_config
         )

@@ -55,7 +55,7 @@ def _frozen(mapping: Mapping) -> Mapping:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """How one model is trained: the fields of `experiment.TrainConfig` that come from flags."""
+    """How one model is trained: the fields of `training.TrainConfig` that come from flags."""
 
     epochs: int
     batch_size: int

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import data as datasets
-from kd_tf import losses, schedules
+from kd_tf import losses, training
+from kd_tf.repro import checks
 from kd_tf.repro import config as config_module
 
 # The flags behind each field of a `Training`, for naming where its value came from.
@@ -35,7 +36,7 @@ def text(config: config_module.Config, missing: list[str], replaces_results: boo
     roles = _roles(config)
     for role in roles:
         lines += ["", *_model_lines(config, role, examples)]
-    methods = _methods(config)
+    methods = checks.trained_methods(config)
     if methods:
         lines += ["", "methods (hyperparameters each trains with):"]
         for method in methods:
@@ -69,38 +70,21 @@ def _roles(config) -> list[str]:
     return ["teacher", "student"]
 
 
-def _methods(config) -> list[str]:
-    if config.mode in ("student", "sweet_spot"):
-        return [config.method]
-    if config.mode in ("table", "data_efficiency"):
-        return list(config.methods)
-    if config.mode == "analyze" and config.analysis.topk_sweep:
-        return ["kd_topk"]
-    return []
-
-
 def _model_lines(config, role: str, examples: int | None) -> list[str]:
     sources = config.sources
     model = config.teacher_model if role == "teacher" else config.student_model
-    training = config.teacher if role == "teacher" else config.student
+    settings = config.teacher if role == "teacher" else config.student
     options = ", ".join(f"{key}={value!r}" for key, value in config.model_options(role).items())
     lines = [f"{role}: {model} [{sources[f'{role}_model']}] ({options})"]
     for field in ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "weight_decay"):
         flag = field
         if role == "teacher" and field in _TEACHER_FLAGS and sources[_TEACHER_FLAGS[field]] != "default":
             flag = _TEACHER_FLAGS[field]
-        lines.append(f"  {field} = {getattr(training, field)!r} [{sources[flag]}]")
-    steps = examples // training.batch_size if examples else None
-    schedule = f"  lr_schedule = {training.lr_schedule} [{sources['lr_schedule']}]"
+        lines.append(f"  {field} = {getattr(settings, field)!r} [{sources[flag]}]")
+    steps = examples // settings.batch_size if examples else None
+    schedule = f"  lr_schedule = {settings.lr_schedule} [{sources['lr_schedule']}]"
     if steps:
-        rate = schedules.make_learning_rate(
-            training.lr_schedule,
-            training.learning_rate,
-            steps_per_epoch=steps,
-            boundary_epochs=training.lr_boundary_epochs,
-            multipliers=training.lr_multipliers,
-            warmup_epochs=training.warmup_epochs,
-        )
+        rate = training.learning_rate_of(settings, steps)
         if isinstance(rate, float):
             schedule += f": {rate:g} at every step"
         else:
@@ -111,18 +95,18 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
             )
         lines += [
             schedule,
-            f"  steps: {steps} per epoch ({examples:,} examples / batch {training.batch_size}), "
-            f"{steps * training.epochs:,} in all",
+            f"  steps: {steps} per epoch ({examples:,} examples / batch {settings.batch_size}), "
+            f"{steps * settings.epochs:,} in all",
         ]
     else:
         lines += [
-            schedule + f" (boundaries at epochs {list(training.lr_boundary_epochs)}, warm-up "
-            f"{training.warmup_epochs:g} epochs)",
+            schedule + f" (boundaries at epochs {list(settings.lr_boundary_epochs)}, warm-up "
+            f"{settings.warmup_epochs:g} epochs)",
             "  steps: known once the data is read (its size sets the steps per epoch)",
         ]
     lines.append(
-        f"  steps_per_execution = {training.steps_per_execution} [{sources['steps_per_execution']}], "
-        f"jit_compile = {training.jit_compile!r} [{sources['jit_compile']}]"
+        f"  steps_per_execution = {settings.steps_per_execution} [{sources['steps_per_execution']}], "
+        f"jit_compile = {settings.jit_compile!r} [{sources['jit_compile']}]"
     )
     if role == "teacher" and config.teacher_label_smoothing:
         lines.append(

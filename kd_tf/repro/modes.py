@@ -1,4 +1,4 @@
-"""What `run.py` does with its flags: check them against each other and the disk, then run one mode."""
+"""What `run.py` runs: a `Config` checked (`checks`), then its `--mode` from the dispatch table."""
 
 from __future__ import annotations
 
@@ -14,17 +14,12 @@ import keras
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, losses, outputs, paper, parallel, runtime
+from kd_tf import experiment, outputs, paper, parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
+from kd_tf.repro import checks
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
-
-WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot")
-SWEEPS = config_module.SWEEPS
-MULTI_WORKER_MODES = ("table", "teacher", "student")
-# Strategies under which students can train on a teacher cache (`--teacher_cache`).
-OFFLINE_STRATEGIES = ("default", "mirrored")
 
 
 def run(config: config_module.Config) -> None:
@@ -34,13 +29,14 @@ def run(config: config_module.Config) -> None:
     `--output_dir` for its whole run (`outputs.claim`): a second run into it is refused, and finished results
     that `--overwrite` replaces stay in place until the new ones are complete.
     """
-    options = _Options(config)
-    options.check()
+    verdict = checks.check(config)
     if config.dry_run:
         from kd_tf.repro import plan
 
-        print(plan.text(config, options.missing, options.replaces_results))
+        print(plan.text(config, verdict.missing, verdict.replaces_results))
         return
+    options = Run(config)
+    options.replaces_results = verdict.replaces_results
     runtime.quiet_retracing_warnings()
     if config.runtime.cpu_devices > 1:
         runtime.split_cpu(config.runtime.cpu_devices)
@@ -56,14 +52,20 @@ def run(config: config_module.Config) -> None:
         )
     except (ValueError, tf.errors.OpError) as error:
         raise UserError(f"--strategy={config.runtime.strategy}: {error}") from error
-    options.check_replicas(strategy)
+    options.one_step_per_call = checks.one_step_per_call(config, strategy)
     worker = runtime.worker_of(strategy)
     if not worker.chief:
         return _run_as_worker(options, strategy, worker)
-    if config.mode not in WRITING_MODES:
+    if config.mode not in checks.WRITING_MODES:
         return _run_mode(options, strategy)
+    _run_held(options, strategy, outputs.claim(options.output_dir, replace=options.replaces_results))
+
+
+def _run_held(options: Run, strategy, holding) -> None:
+    """Runs the mode writing into the directory that the context manager `holding` holds for the run and
+    gives as its value."""
     try:
-        with outputs.claim(options.output_dir, replace=options.replaces_results) as work_dir:
+        with holding as work_dir:
             options.output_dir = work_dir
             _run_mode(options, strategy)
     except DirectoryInUseError as error:
@@ -72,7 +74,7 @@ def run(config: config_module.Config) -> None:
         options.output_dir = options.final_output_dir
 
 
-def _run_as_worker(options: _Options, strategy, worker: runtime.Worker) -> None:
+def _run_as_worker(options: Run, strategy, worker: runtime.Worker) -> None:
     """A worker other than the chief: the same training, its files in `<output_dir>/workertemp_<index>/`.
 
     It trains every model with the chief (each step's gradients are summed across workers) and keeps its own
@@ -80,21 +82,20 @@ def _run_as_worker(options: _Options, strategy, worker: runtime.Worker) -> None:
     alone writes the results; a worker removes its directory once the run has finished.
     """
     work_dir = os.path.join(options.final_output_dir, outputs.worker_directory(worker.index))
-    try:
-        with DirectoryLock(work_dir):
-            options.output_dir = work_dir
-            _run_mode(options, strategy)
-    except DirectoryInUseError as error:
-        raise UserError(str(error)) from error
-    finally:
-        options.output_dir = options.final_output_dir
+    _run_held(options, strategy, _locked(work_dir))
     shutil.rmtree(work_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(options.final_output_dir)  # empty where this worker's host keeps no results of its own
     print(f"Worker {worker.index} of {worker.count}: finished; the chief (worker 0) wrote the results.")
 
 
-def _run_mode(options: _Options, strategy) -> None:
+@contextlib.contextmanager
+def _locked(directory: str):
+    with DirectoryLock(directory):
+        yield directory
+
+
+def _run_mode(options: Run, strategy) -> None:
     config = options.config
     with strategy.scope():
         try:
@@ -114,7 +115,7 @@ def _run_mode(options: _Options, strategy) -> None:
             ValueError,
             FileNotFoundError,
             experiment.TeacherMismatchError,
-            experiment.NonFiniteLossError,
+            training.NonFiniteLossError,
         ) as error:
             if config.runtime.verbose:
                 raise
@@ -167,8 +168,9 @@ def _lost_worker_message(error: tf.errors.OpError, strategy, timeout: float) -> 
     )
 
 
-class _Options:
-    """A run of `config`: its checks, and the state decided as it starts (the directory it writes in)."""
+class Run:
+    """A run of a checked `config`, and what is decided as it starts (the directory it writes in, one step
+    per call over several replicas)."""
 
     def __init__(self, config: config_module.Config):
         self.config = config
@@ -177,8 +179,8 @@ class _Options:
         self.teacher_model = config.teacher_model
         self.student_model = config.student_model
         self.output_dir = self.final_output_dir = config.output_dir
-        self.replaces_results = False  # set by `check`
-        self.one_step_per_call = False  # set by `check_replicas`
+        self.replaces_results = False  # the checks' verdict
+        self.one_step_per_call = False  # `checks.one_step_per_call` under the run's strategy
         self.methods = list(config.methods)
         self.explicit_overrides = {
             method: dict(values) for method, values in config.explicit_overrides.items()
@@ -189,196 +191,13 @@ class _Options:
         """The paper's numbers for this run's table (Tables 2, 4 and 6), or `None` where it has none."""
         return paper.accuracy_column(self.dataset, self.config.teacher_label_smoothing > 0) or None
 
-    def trained_methods(self) -> list[str]:
-        """The methods this mode builds a loss for: the only ones whose values are checked."""
-        mode = self.config.mode
-        if mode in ("student", "sweet_spot"):
-            return [self.config.method]
-        if mode == "table" or mode == "data_efficiency":
-            return list(self.methods)
-        if mode == "analyze" and self.config.analysis.topk_sweep:
-            return ["kd_topk"]
-        return []  # teacher: no method; analyze: reads finished runs
-
-    def check(self) -> None:
-        """Every check that needs more than one flag or the disk; raises `UserError` before any work.
-
-        Under `--dry_run`, what is missing on disk (the data, a trained teacher) or would refuse the output
-        directory is listed in `self.missing` instead, so that the plan can still be printed."""
-        config = self.config
-        self.missing = []
-        methods = self.trained_methods()
-        facts = datasets.facts(self.dataset)
-        if config.mode in SWEEPS:
-            self._check_sweep()
-        if facts.hierarchy(dict(config.data_options)) is None and config.mode in ("table", "student"):
-            for method in methods:
-                if "class_parents" in losses.registered()[method].needs:
-                    with_hierarchy = [
-                        name for name in datasets.NAMES if datasets.facts(name).class_parents is not None
-                    ]
-                    raise UserError(
-                        f"--method(s) {method} needs a class hierarchy, and --dataset={self.dataset} has none "
-                        f"(it works with: {', '.join(with_hierarchy)})."
-                    )
-        if facts.needs_data_dir and not config.data_dir:
-            self._missing(f"--dataset={self.dataset} needs --data_dir (see BUILD.md for preparing the data).")
-        if config.data_dir and not config.data_dir.startswith("gs://"):
-            if not os.path.isdir(config.data_dir):
-                self._missing(f"--data_dir={config.data_dir} is not a directory.")
-        if config.runtime.strategy == "multi_worker_mirrored":
-            self._check_multi_worker()
-        if (
-            config.runtime.jobs is not None
-            and config.runtime.jobs > 1
-            and config.runtime.strategy != "default"
-        ):
-            raise UserError(
-                f"--jobs={config.runtime.jobs} trains cells in separate processes, which --strategy="
-                f"{config.runtime.strategy} cannot span: use --jobs=1 with it."
-            )
-        if config.runtime.teacher_cache == "on":
-            self._check_teacher_cache()
-        if self.dataset == "ptb" and config.mode not in ("teacher", "student"):
-            raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
-        if config.mode == "student":
-            teacher_info = os.path.join(config.teacher_dir, experiment.TEACHER_INFO)
-            if not os.path.exists(teacher_info):
-                self._missing(
-                    f"--teacher_dir={config.teacher_dir} holds no trained teacher "
-                    f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
-                )
-        for method, values in self.explicit_overrides.items():
-            if method not in methods:
-                continue
-            # Building the loss once checks every value; the class vectors and hierarchy are stand-ins.
-            try:
-                _probe_loss(method, {**self.hyperparameters(), **values}, self.class_parents_shape())
-            except ValueError as error:
-                raise UserError(f"--method_overrides for {method}: {error}") from error
-        classes = facts.classes(dict(config.data_options))
-        try:
-            for method in methods:
-                values = {**self.hyperparameters(), **self.method_overrides.get(method, {})}
-                loss = _probe_loss(method, values, self.class_parents_shape())
-                if classes:
-                    loss.check_num_classes(classes)
-        except ValueError as error:
-            raise UserError(f"--method={method}: {error}") from error
-        # Last, after every other check: nothing on disk is touched by a refused command.
-        if config.mode in WRITING_MODES:
-            self._check_output_dir()
-        if self.missing and not config.dry_run:
-            raise UserError(self.missing[0])
-
-    def _missing(self, problem: str) -> None:
-        """A refusal for what the disk lacks: at once, or (`--dry_run`) listed with the plan."""
-        if not self.config.dry_run:
-            raise UserError(problem)
-        self.missing.append(problem)
-
-    def _check_teacher_cache(self) -> None:
-        """`--teacher_cache=on`: refused where students would still run their teacher at every step."""
-        config = self.config
-        if config.runtime.strategy not in OFFLINE_STRATEGIES:
-            reason = f"--strategy={config.runtime.strategy} distils online"
-        elif config.runtime.steps_per_epoch:
-            reason = "--steps_per_epoch caps the epochs, which then see other examples than a cache holds"
-        else:
-            reason = datasets.cache_refusal(self.dataset, self.data_options())
-        if reason is not None:
-            raise UserError(
-                f"--teacher_cache=on cannot serve this run: {reason}. Use --teacher_cache=auto or off."
-            )
-
     def teacher_cache(self) -> str:
         """`--teacher_cache` as the runner applies it: `auto` distils online across workers and on TPUs (the
         cache is built and read by one process)."""
         mode = self.config.runtime.teacher_cache
-        if mode == "auto" and self.config.runtime.strategy not in OFFLINE_STRATEGIES:
+        if mode == "auto" and self.config.runtime.strategy not in checks.OFFLINE_STRATEGIES:
             return "off"
         return mode
-
-    def _check_multi_worker(self) -> None:
-        """What runs across workers: the Keras training of `table`, `teacher` and `student`."""
-        config = self.config
-        if config.mode not in MULTI_WORKER_MODES:
-            raise UserError(
-                f"--strategy=multi_worker_mirrored runs --mode={'/'.join(MULTI_WORKER_MODES)}; "
-                f"--mode={config.mode} runs in one process (--strategy=default or mirrored)."
-            )
-        if self.dataset == "ptb":
-            raise UserError(
-                "--strategy=multi_worker_mirrored does not run --dataset=ptb: its training loop (NT-ASGD, "
-                "carried hidden state) is its own; train it with --strategy=default or mirrored."
-            )
-
-    def _check_sweep(self) -> None:
-        config = self.config
-        if self.dataset != "synthetic":
-            raise UserError(f"--mode={config.mode} runs on --dataset=synthetic only.")
-        if config.mode == "sweet_spot" and config.was_set("taus") and len(config.taus) != 1:
-            raise UserError(
-                f"--mode=sweet_spot studies one task: give one --taus value. Received: {config.taus}"
-            )
-        if config.mode == "sweet_spot" and config.student.lr_schedule != "constant":
-            raise UserError(
-                "--mode=sweet_spot reads every epoch count off one teacher run, which needs "
-                f"--lr_schedule=constant. Received: --lr_schedule={config.student.lr_schedule}"
-            )
-        if config.sweeps.quick:
-            return
-        if config.mode == "data_efficiency" and config.student.batch_size > min(
-            int(size) for size in config.sweeps.train_sizes
-        ):
-            raise UserError(
-                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes "
-                f"({min(int(size) for size in config.sweeps.train_sizes)})."
-            )
-        if (
-            config.mode == "sweet_spot"
-            and max(int(size) for size in config.sweeps.teacher_batch_sizes)
-            > config.data_options["train_examples"]
-        ):
-            raise UserError(
-                f"--teacher_batch_sizes go up to {max(int(size) for size in config.sweeps.teacher_batch_sizes)}"
-                f", more than --train_examples={config.data_options['train_examples']}."
-            )
-
-    def _check_output_dir(self) -> None:
-        """Refuses an `--output_dir` that is a file, or that holds results not to be replaced; removes nothing
-        (`--overwrite` replaces the results only once the new run has finished, see `outputs.claim`)."""
-        try:
-            outputs.check_path(self.output_dir)
-        except ValueError as error:
-            raise UserError(str(error)) from error
-        existing = [
-            name
-            for name in (experiment.RESULTS_JSON, experiment.TEACHER_INFO)
-            if os.path.exists(os.path.join(self.output_dir, name))
-        ]
-        pending = outputs.unfinished_replacement(self.output_dir)
-        if existing and not self.config.overwrite:
-            resume = (
-                f" An --overwrite run into it was interrupted (its work is in {outputs.STAGING}/): pass "
-                "--overwrite again to resume it."
-                if pending
-                else ""
-            )
-            raise UserError(
-                f"--output_dir={self.output_dir} already holds results ({', '.join(existing)}). Pass "
-                "--overwrite to replace them, or choose another --output_dir. (An interrupted run resumes "
-                f"by itself: it has no results file yet.){resume}"
-            )
-        self.replaces_results = bool(existing) or pending
-
-    def class_parents_shape(self):
-        """The run's hierarchy (classes per parent) where the dataset has one, for checking KD-rel's a and b
-        early; else a stand-in, whose method the checks refuse on their own."""
-        import numpy as np
-
-        parents = datasets.facts(self.dataset).hierarchy(dict(self.config.data_options))
-        return np.repeat(np.arange(20), 5) if parents is None else parents
 
     def hyperparameters(self) -> dict:
         return dict(self.config.hyperparameters)
@@ -390,22 +209,22 @@ class _Options:
         return self.config.model_options(role, model)
 
     def train_config(self, role: str, verbose: int) -> experiment.TrainConfig:
-        training = self.config.teacher if role == "teacher" else self.config.student
+        settings = self.config.teacher if role == "teacher" else self.config.student
         return experiment.TrainConfig(
-            epochs=training.epochs,
-            batch_size=training.batch_size,
-            optimizer=training.optimizer,
-            learning_rate=training.learning_rate,
-            momentum=training.momentum,
-            lr_schedule=training.lr_schedule,
-            lr_boundary_epochs=list(training.lr_boundary_epochs),
-            lr_multipliers=list(training.lr_multipliers),
-            warmup_epochs=training.warmup_epochs,
-            weight_decay=training.weight_decay,
-            jit_compile=training.jit_compile,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            optimizer=settings.optimizer,
+            learning_rate=settings.learning_rate,
+            momentum=settings.momentum,
+            lr_schedule=settings.lr_schedule,
+            lr_boundary_epochs=list(settings.lr_boundary_epochs),
+            lr_multipliers=list(settings.lr_multipliers),
+            warmup_epochs=settings.warmup_epochs,
+            weight_decay=settings.weight_decay,
+            jit_compile=settings.jit_compile,
             steps_per_execution=self.steps_per_execution(),
             verbose=verbose,
-            tensorboard=training.tensorboard,
+            tensorboard=settings.tensorboard,
         )
 
     def jobs(self, cells: int) -> int:
@@ -421,43 +240,11 @@ class _Options:
         """`--steps_per_execution`; 1 over several replicas (`check_replicas`)."""
         return 1 if self.one_step_per_call else self.config.student.steps_per_execution
 
-    def check_replicas(self, strategy) -> None:
-        """Over several replicas (GPUs, logical CPUs or workers), Keras' loop of several steps per call fails
-        (keras-team/keras#19246: its loop condition calls into the strategy): one step per call there, and
-        an explicit `--steps_per_execution` above 1 is refused rather than replaced. TPUs keep theirs."""
-        if strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy):
-            return
-        self.one_step_per_call = True
-        requested = self.config.student.steps_per_execution
-        if self.config.was_set("steps_per_execution") and requested > 1:
-            raise UserError(
-                f"--steps_per_execution must be 1 with --strategy={self.config.runtime.strategy} over "
-                f"{strategy.num_replicas_in_sync} replicas (Keras' multi-step loop fails there). "
-                f"Received: --steps_per_execution={requested}"
-            )
-
     def keras_verbose(self, single_run: bool) -> int:
         progress = self.config.runtime.progress
         if progress == "auto":
             progress = ("bar" if sys.stdout.isatty() else "epoch") if single_run else "none"
         return {"bar": 1, "epoch": 2, "none": 0}[progress]
-
-
-def _probe_loss(method: str, values: dict, class_parents) -> losses.DistillationLoss:
-    """Builds the method's loss with stand-in class vectors and the run's hierarchy shape, so bad values
-    fail before any work."""
-    import numpy as np
-
-    arguments = losses.hyperparameters_of(method, values)
-    unknown = set(values) - set(losses.HYPERPARAMETER_NAMES)
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {losses.HYPERPARAMETER_NAMES}")
-    needs = losses.registered()[method].needs
-    if "class_vectors" in needs:
-        arguments["class_vectors"] = np.eye(4, dtype=np.float32)
-    if "class_parents" in needs:
-        arguments["class_parents"] = class_parents
-    return losses.get(method, **arguments)
 
 
 def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> datasets.Splits:
@@ -493,13 +280,13 @@ class SplitsLoader:
         return _limited(splits, self.steps_per_epoch, self.batch_size)
 
 
-def _load_splits(options: _Options, data_options: dict, seed: int) -> datasets.Splits:
+def _load_splits(options: Run, data_options: dict, seed: int) -> datasets.Splits:
     return SplitsLoader(
         options.dataset, options.config.student.batch_size, options.config.runtime.steps_per_epoch
     )(data_options, seed)
 
 
-def _study(options: _Options) -> experiment.StudyConfig:
+def _study(options: Run) -> experiment.StudyConfig:
     config = options.config
     if options.dataset == "synthetic":
         settings = [{"tau": float(tau)} for tau in config.taus]
@@ -530,7 +317,7 @@ def _study(options: _Options) -> experiment.StudyConfig:
     )
 
 
-def _run_table(options: _Options) -> None:
+def _run_table(options: Run) -> None:
     study = _study(options)
     print(
         f"Table: {options.dataset}, {len(study.settings)} column(s) × {len(study.seeds)} seed(s) × "
@@ -568,7 +355,7 @@ def _run_table(options: _Options) -> None:
     )
 
 
-def _run_teacher(options: _Options) -> None:
+def _run_teacher(options: Run) -> None:
     study = _study(options)
     seed = options.seeds[0]
     data_options = {**study.data_options, **study.settings[0]}
@@ -580,7 +367,7 @@ def _run_teacher(options: _Options) -> None:
     _finish_single(options, [record], study.column_key)
 
 
-def _run_student(options: _Options) -> None:
+def _run_student(options: Run) -> None:
     study = _study(options)
     seed = options.seeds[0]
     teacher_dir = options.config.teacher_dir
@@ -619,20 +406,20 @@ def _run_student(options: _Options) -> None:
     _finish_single(options, [record], study.column_key)
 
 
-def _finish_single(options: _Options, records, column_key) -> None:
+def _finish_single(options: Run, records, column_key) -> None:
     table = experiment.format_table(records, column_key, paper=options.paper_column())
     header = f"# {options.dataset}\n\nCommand: `{options.config.command}`\n\n"
     experiment.write_results(options.output_dir, records, table, header)
     print("\n" + table)
 
 
-def _run_study_sweep(options: _Options) -> None:
+def _run_study_sweep(options: Run) -> None:
     from kd_tf import study_runs
 
     study_runs.run(options)
 
 
-def _run_analyze(options: _Options) -> None:
+def _run_analyze(options: Run) -> None:
     from kd_tf import figures
 
     figures.run(options)
