@@ -66,6 +66,8 @@ class Facts:
         train_examples: examples in one training epoch, a function of the options, or `None` when only the
             data says.
         needs_data_dir: whether `load` needs `data_dir` (the data is nowhere else).
+        kind: "classification" (one label per example) or "language_model" (a token stream, trained by
+            its own loop).
     """
 
     default_models: tuple[str, str]
@@ -74,6 +76,7 @@ class Facts:
     class_parents: np.ndarray | Callable[[dict], np.ndarray] | None = None
     train_examples: int | Callable[[dict], int] | None = None
     needs_data_dir: bool = False
+    kind: str = "classification"
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes

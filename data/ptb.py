@@ -378,5 +378,8 @@ def write_toy_corpus(
 
 
 FACTS = Facts(
-    default_models=("awd_lstm", "awd_lstm"), option_flags={"data_dir": "data_dir"}, needs_data_dir=True
+    default_models=("awd_lstm", "awd_lstm"),
+    option_flags={"data_dir": "data_dir"},
+    needs_data_dir=True,
+    kind="language_model",
 )

@@ -109,8 +109,6 @@ class _Checker:
             )
         if config.runtime.teacher_cache == "on":
             self._check_teacher_cache()
-        if self.config.dataset == "ptb" and config.mode not in ("teacher", "student"):
-            raise UserError("--dataset=ptb runs with --mode=teacher or --mode=student (configs/ptb_*.flags).")
         if config.mode == "student":
             teacher_info = os.path.join(config.teacher_dir, experiment.TEACHER_INFO)
             if not os.path.exists(teacher_info):
@@ -174,7 +172,7 @@ class _Checker:
                 f"--strategy=multi_worker_mirrored runs --mode={'/'.join(MULTI_WORKER_MODES)}; "
                 f"--mode={config.mode} runs in one process (--strategy=default or mirrored)."
             )
-        if self.config.dataset == "ptb":
+        if datasets.facts(self.config.dataset).kind == "language_model":
             raise UserError(
                 "--strategy=multi_worker_mirrored does not run --dataset=ptb: its training loop (NT-ASGD, "
                 "carried hidden state) is its own; train it with --strategy=default or mirrored."

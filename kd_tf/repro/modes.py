@@ -30,6 +30,12 @@ def run(config: config_module.Config) -> None:
     that `--overwrite` replaces stay in place until the new ones are complete.
     """
     verdict = checks.check(config)
+    kind = datasets.facts(config.dataset).kind
+    if (config.mode, kind) not in MODES:
+        runnable = [mode for mode, of_kind in MODES if of_kind == kind]
+        raise UserError(
+            f"--dataset={config.dataset} runs with --mode={' or --mode='.join(runnable)}, not --mode={config.mode}."
+        )
     if config.dry_run:
         from kd_tf.repro import plan
 
@@ -99,18 +105,7 @@ def _run_mode(options: Run, strategy) -> None:
     config = options.config
     with strategy.scope():
         try:
-            if options.dataset == "ptb":
-                from kd_tf import language_model_runs
-
-                return language_model_runs.run(options)
-            {
-                "table": _run_table,
-                "teacher": _run_teacher,
-                "student": _run_student,
-                "analyze": _run_analyze,
-                "data_efficiency": _run_study_sweep,
-                "sweet_spot": _run_study_sweep,
-            }[config.mode](options)
+            MODES[config.mode, datasets.facts(config.dataset).kind](options)
         except (
             ValueError,
             FileNotFoundError,
@@ -427,3 +422,23 @@ def _run_analyze(options: Run) -> None:
 
 def write_json(path: str, payload) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _run_language_model(options: Run) -> None:
+    from kd_tf import language_model_runs
+
+    language_model_runs.run(options)
+
+
+# (--mode, the kind of data) -> what runs it. A language model trains with its own loop (NT-ASGD, carried
+# hidden state), one model per command.
+MODES = {
+    ("table", "classification"): _run_table,
+    ("teacher", "classification"): _run_teacher,
+    ("student", "classification"): _run_student,
+    ("analyze", "classification"): _run_analyze,
+    ("data_efficiency", "classification"): _run_study_sweep,
+    ("sweet_spot", "classification"): _run_study_sweep,
+    ("teacher", "language_model"): _run_language_model,
+    ("student", "language_model"): _run_language_model,
+}
