@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import data as datasets
 import models
-from kd_tf import losses, offline, runtime
+from kd_tf import losses, offline
 from kd_tf import paper as paper_numbers
 from kd_tf.distiller import class_vectors
 from kd_tf.io import atomic_write_text, read_json, replaced_atomically  # noqa: F401 (read_json is re-exported)
+from kd_tf.repro import store
 from kd_tf.training import TrainConfig, load_model, save_model, train
 
 TEACHER_FILE = "teacher.keras"
@@ -242,7 +242,7 @@ class StudyConfig:
 
 def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, directory: str):
     """Trains and saves a teacher in `directory` (or reuses the one a finished run left there)."""
-    record = _reuse(directory)
+    record = store.finished(directory)
     if record is not None:
         teacher, _ = load_teacher(directory, study.dataset, splits.num_classes)
         cache_dir = os.path.join(directory, offline.CACHE_DIR)
@@ -287,7 +287,7 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
         # the build leaves a run that resumes (`teacher.json` marks a finished teacher).
         offline.build(teacher, splits, os.path.join(directory, offline.CACHE_DIR))
     save_teacher(teacher, directory, info)
-    _store(directory, record)
+    store.keep(directory, record)
     return record, teacher
 
 
@@ -299,30 +299,19 @@ def train_student(
     Where `study.teacher_cache` asks for it, the student trains on the teacher's cached outputs: those in
     `teacher_dir`, or, when it holds none that fit, a cache built in the student's own directory.
     """
-    record = _reuse(directory)
-    if record is not None:
-        return record
     cache_dirs = None
     if offline.wanted(study.teacher_cache, splits):
         cache_dirs = [os.path.join(path, offline.CACHE_DIR) for path in (teacher_dir, directory) if path]
-    student, result, hyperparameters = distil(
-        method,
-        {**study.hyperparameters, **study.method_overrides.get(method, {})},
-        teacher,
-        splits,
-        study.student_model,
-        study.student_model_options,
-        study.student_train,
-        precision=study.precision,
-        seed=seed,
-        run_dir=directory,
-        cache_dirs=cache_dirs,
-    )
-    save_model(student, os.path.join(directory, "student.keras"))
-    record = _record(study, "student", method, seed, data_options, result, hyperparameters)
-    record["teacher_test_accuracy"] = teacher_record.get("test_accuracy")
-    _store(directory, record)
-    return record
+
+    def train_it() -> dict:
+        student, result, hyperparameters = distil_as(
+            study, method, teacher, splits, seed, directory, cache_dirs
+        )
+        save_model(student, os.path.join(directory, "student.keras"))
+        record = _record(study, "student", method, seed, data_options, result, hyperparameters)
+        return {**record, "teacher_test_accuracy": teacher_record.get("test_accuracy")}
+
+    return store.reuse_or_train(directory, train_it)
 
 
 def distil(
@@ -369,6 +358,24 @@ def distil(
         run_dir=run_dir,
     )
     return student, result | {"teacher_cache": cached}, hyperparameters
+
+
+def distil_as(study, method: str, teacher, splits, seed: int, run_dir: str, cache_dirs=None):
+    """`distil` with a study's student: its model, options, training, precision and each method's values
+    (`study`: any config with the fields of `StudyConfig` that name them)."""
+    return distil(
+        method,
+        {**study.hyperparameters, **study.method_overrides.get(method, {})},
+        teacher,
+        splits,
+        study.student_model,
+        study.student_model_options,
+        study.student_train,
+        precision=study.precision,
+        seed=seed,
+        run_dir=run_dir,
+        cache_dirs=cache_dirs,
+    )
 
 
 def _print_now(line: str) -> None:
@@ -496,7 +503,7 @@ def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[
         """The cells still to train; a finished one is reported and reused here, without a worker."""
         pending = []
         for cell in cells:
-            record = _reuse(cell.directory)
+            record = store.finished(cell.directory)
             if record is None:
                 pending.append(cell)
             else:
@@ -545,21 +552,6 @@ def _record(study, role, method, seed, data_options, result, hyperparameters) ->
         "epochs": (study.teacher_train if role == "teacher" else study.student_train).epochs,
         **result,
     }
-
-
-def _store(directory: str, record: dict) -> None:
-    os.makedirs(directory, exist_ok=True)
-    atomic_write_text(os.path.join(directory, "record.json"), json.dumps(record, indent=2) + "\n")
-
-
-def _reuse(directory: str) -> dict | None:
-    """The record of a finished run in `directory`, or `None`; across workers, only one every worker holds
-    (otherwise all train it again together: a collective needs every worker)."""
-    path = os.path.join(directory, "record.json")
-    held = os.path.exists(path)
-    if runtime.agreed_minimum(tf.distribute.get_strategy(), int(held)) == 0:
-        return None
-    return read_json(path)
 
 
 def _progress(done, total, column_key, column_value, seed, method, record) -> str:

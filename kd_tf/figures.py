@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import numpy as np
 import models
 from kd_tf import analysis, experiment, plots, training
 from kd_tf.io import atomic_write_text, read_json
+from kd_tf.repro import store
 
 FIGURES_DIR = "figures"
 SWEEP_DIR = "topk_sweep"
@@ -698,6 +700,36 @@ def _figure3(sweep_csv: str, figures_dir: str, figures: list) -> tuple[dict, lis
     return series, uplift_rows
 
 
+def _sweep_student(
+    teacher_dir, template, seed, method, k, hyperparameters, config, precision, directory
+) -> dict:
+    """One student of the top-k sweep: KD (`k` None) or KD-topk at `k`, from the cell's teacher."""
+    teacher, _, splits = load_teacher_data(teacher_dir, config.batch_size)
+    if k is not None and k > splits.num_classes:
+        raise ValueError(f"`ks` must be <= the number of classes {splits.num_classes}. Received: k={k}")
+    arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
+    loss = experiment.method_loss(method, arguments, teacher, splits)
+    student = _fresh_copy(template, seed + 1)
+    result = training.train(
+        student=student,
+        teacher=teacher,
+        loss=loss,
+        splits=splits,
+        config=config,
+        precision=precision,
+        run_dir=directory,
+    )
+    result = {
+        **result,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "optimizer": config.optimizer,
+    }
+    keras.backend.clear_session()
+    return result
+
+
 def topk_sweep(
     run_dir,
     ks: Sequence[int],
@@ -755,37 +787,20 @@ def topk_sweep(
                 f"seed={cell.seed}",
                 "kd" if k is None else f"k={k}",
             )
-            record_path = os.path.join(directory, "record.json")
-            if os.path.exists(record_path):
-                result = read_json(record_path)
-            else:
-                teacher, _, splits = load_teacher_data(teacher_dir, config.batch_size)
-                if k is not None and k > splits.num_classes:
-                    raise ValueError(
-                        f"`ks` must be <= the number of classes {splits.num_classes}. Received: k={k}"
-                    )
-                arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
-                loss = experiment.method_loss(method, arguments, teacher, splits)
-                student = _fresh_copy(template, cell.seed + 1)
-                result = training.train(
-                    student=student,
-                    teacher=teacher,
-                    loss=loss,
-                    splits=splits,
-                    config=config,
-                    precision=precision,
-                    run_dir=directory,
-                )
-                result = {
-                    **result,
-                    "epochs": config.epochs,
-                    "batch_size": config.batch_size,
-                    "learning_rate": config.learning_rate,
-                    "optimizer": config.optimizer,
-                }
-                os.makedirs(directory, exist_ok=True)
-                atomic_write_text(record_path, json.dumps(result, indent=2) + "\n")
-                keras.backend.clear_session()
+
+            train_it = functools.partial(
+                _sweep_student,
+                teacher_dir,
+                template,
+                cell.seed,
+                method,
+                k,
+                hyperparameters,
+                config,
+                precision,
+                directory,
+            )
+            result = store.reuse_or_train(directory, train_it)
             row = {
                 "column_key": cell.column_key,
                 "column_value": cell.column_value,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -29,6 +30,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import analysis, checkpoint, experiment, losses, plots, training
 from kd_tf.io import atomic_write_text
+from kd_tf.repro import store
 
 DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")
@@ -324,16 +326,18 @@ def _data_efficiency_group(group: _Group, log: Callable[[str], None] = _print_no
         cell_dir = os.path.join(
             setting_dir, cell["student_model"], cell["method"], f"n={cell['train_examples']}"
         )
-        record = experiment._reuse(cell_dir)
-        if record is None:
+
+        def train_cell(setting=setting, setting_dir=setting_dir, cell=cell, cell_dir=cell_dir) -> dict:
+            nonlocal task
             if task is None:
                 task = _prepare_task(config, setting, cell["seed"], os.path.join(setting_dir, "teacher"))
                 log(
                     f"teacher {_setting_name(setting)} seed={cell['seed']}: test accuracy "
                     f"{100 * task.teacher_record['test_accuracy']:.2f}%"
                 )
-            record = _data_efficiency_cell(config, task, cell, cell_dir)
-            _finish_cell(cell_dir, record)
+            return _data_efficiency_cell(config, task, cell, cell_dir)
+
+        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
         records[index] = record
         log(
             f"[{index:>3}/{group.total}] {_setting_name(setting)} seed={cell['seed']} "
@@ -342,16 +346,6 @@ def _data_efficiency_group(group: _Group, log: Callable[[str], None] = _print_no
             f"({record['wall_time_s']:.0f} s)"
         )
     return records
-
-
-def _finish_cell(directory: str, record: dict) -> None:
-    """Stores the cell's record, then drops its checkpoints (a finished cell is never resumed); its
-    `history.csv` stays."""
-    experiment._store(directory, record)
-    shutil.rmtree(os.path.join(directory, "backup"), ignore_errors=True)
-    for name in ("best.json", "best.npz"):
-        if os.path.exists(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))
 
 
 def learning_curve_exponent(sizes, errors) -> float | None:
@@ -668,24 +662,12 @@ def _train_sweet_spot_teachers(
 
 
 def _sweet_spot_student(config: SweetSpotConfig, splits, method: str, teacher, seed: int, directory: str):
-    record = experiment._reuse(directory)
-    if record is not None:
-        return record
-    _, result, hyperparameters = experiment.distil(
-        method,
-        {**config.hyperparameters, **config.method_overrides.get(method, {})},
-        teacher,
-        splits,
-        config.student_model,
-        config.student_model_options,
-        config.student_train,
-        precision=config.precision,
-        seed=seed,
-        run_dir=directory,
-    )
-    record = {**result, "method": method, "hyperparameters": hyperparameters}
-    _finish_cell(directory, record)
-    return record
+
+    def train_it() -> dict:
+        _, result, hyperparameters = experiment.distil_as(config, method, teacher, splits, seed, directory)
+        return {**result, "method": method, "hyperparameters": hyperparameters}
+
+    return store.reuse_or_train(directory, train_it, drop_resume_state=True)
 
 
 def run_sweet_spot(
@@ -721,41 +703,8 @@ def _sweet_spot_group(group: _Group, log: Callable[[str], None] = _print_now) ->
         seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
         seed_dir = os.path.join(output_dir, "runs", f"seed={seed}")
         cell_dir = os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}")
-        record = experiment._reuse(cell_dir)
-        if record is None:
-            start = time.perf_counter()
-            _train_sweet_spot_teachers(config, seed, batch_size, seed_dir, log)
-            arrays = synthetic.arrays(**config.data_options, seed=seed)
-            keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
-            splits = synthetic.splits(arrays, config.student_train.batch_size, seed)
-            baseline = _sweet_spot_student(
-                config, splits, "student", None, seed, os.path.join(seed_dir, "baseline_student")
-            )
-            teacher, _ = experiment.load_teacher(
-                os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes
-            )
-            logits = _logits(teacher, arrays.x_test)
-            information = teacher_information(
-                logits, arrays.y_test, arrays.class_parents, config.analysis_temperature
-            )
-            student = _sweet_spot_student(
-                config, splits, config.method, teacher, seed, os.path.join(cell_dir, config.method)
-            )
-            steps_per_epoch = config.data_options["train_examples"] // batch_size
-            record = {
-                "tau": config.data_options.get("tau"),
-                **cell,
-                "teacher_steps": steps_per_epoch * epochs,
-                **information,
-                "student_method": config.method,
-                "student_test_accuracy": student["test_accuracy"],
-                "student_best_validation_accuracy": student["best_validation_accuracy"],
-                "baseline_test_accuracy": baseline["test_accuracy"],
-                "kd_gain": student["test_accuracy"] - baseline["test_accuracy"],
-                "wall_time_s": time.perf_counter() - start,
-                "hyperparameters": student["hyperparameters"],
-            }
-            _finish_cell(cell_dir, record)
+        train_cell = functools.partial(_sweet_spot_cell, config, cell, seed_dir, cell_dir, log)
+        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
         records[index] = record
         log(
             f"[{index:>3}/{group.total}] seed={seed} batch={batch_size:<5} epochs={epochs:<4} teacher "
@@ -764,6 +713,42 @@ def _sweet_spot_group(group: _Group, log: Callable[[str], None] = _print_now) ->
             f"{100 * record['student_test_accuracy']:.2f}% ({100 * record['kd_gain']:+.2f})"
         )
     return records
+
+
+def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> dict:
+    """One cell of the sweet spot: its teachers (shared by the cells of its batch size), the baseline
+    student, the teacher's information and its distilled student."""
+    seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
+    start = time.perf_counter()
+    _train_sweet_spot_teachers(config, seed, batch_size, seed_dir, log)
+    arrays = synthetic.arrays(**config.data_options, seed=seed)
+    keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
+    splits = synthetic.splits(arrays, config.student_train.batch_size, seed)
+    baseline = _sweet_spot_student(
+        config, splits, "student", None, seed, os.path.join(seed_dir, "baseline_student")
+    )
+    teacher, _ = experiment.load_teacher(os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes)
+    logits = _logits(teacher, arrays.x_test)
+    information = teacher_information(
+        logits, arrays.y_test, arrays.class_parents, config.analysis_temperature
+    )
+    student = _sweet_spot_student(
+        config, splits, config.method, teacher, seed, os.path.join(cell_dir, config.method)
+    )
+    steps_per_epoch = config.data_options["train_examples"] // batch_size
+    return {
+        "tau": config.data_options.get("tau"),
+        **cell,
+        "teacher_steps": steps_per_epoch * epochs,
+        **information,
+        "student_method": config.method,
+        "student_test_accuracy": student["test_accuracy"],
+        "student_best_validation_accuracy": student["best_validation_accuracy"],
+        "baseline_test_accuracy": baseline["test_accuracy"],
+        "kd_gain": student["test_accuracy"] - baseline["test_accuracy"],
+        "wall_time_s": time.perf_counter() - start,
+        "hyperparameters": student["hyperparameters"],
+    }
 
 
 def grid_means(records: Sequence[dict], quantity: str) -> tuple[list[int], list[int], np.ndarray]:

@@ -7,8 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
+import run  # noqa: F401 (defines the flags)
 from kd_tf import analysis, experiment, figures, training
+from kd_tf.repro import config as run_config
+from kd_tf.repro import modes
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024
@@ -235,35 +240,21 @@ def test_binned_means_and_tied_ranks_on_hand_numbers():
     assert analysis.spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
 
 
-class _Flag:
-    def __init__(self, present):
-        self.present = present
-
-
-class _Flags:
-    """The flags `figures.run` reads, as absl's FlagValues offers them (attributes, `flags[name].present`)."""
-
-    def __init__(self, given, defaults):
-        self._given = given
-        self.__dict__.update({**defaults, **given})
-
-    def __getitem__(self, name):
-        return _Flag(int(name in self._given))
-
-
-def test_run_reads_the_analyze_flags(runs, tmp_path):
+def test_run_reads_the_analyze_values_of_the_configuration(runs, tmp_path):
     figures_dir = str(tmp_path / "from_flags")
-    flag_values = _Flags(
-        {
-            "output_dir": runs["plain"],
-            "taus": ["0.0"],
-            "temperature": 2.0,
-            "topk": 2,
-            "figures_dir": figures_dir,
-        },
-        {"seeds": ["0"], "epochs": 30, "precision": "float32"},
-    )
-    options = type("Options", (), {"flags": flag_values, "seeds": [0], "output_dir": runs["plain"]})()
+    argv = [
+        "run.py",
+        "--mode=analyze",
+        f"--output_dir={runs['plain']}",
+        "--taus=0.0",
+        "--temperature=2",
+        "--topk=2",
+        f"--figures_dir={figures_dir}",
+    ]
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(argv)
+        options = modes.Run(run_config.from_flags(flags.FLAGS, argv))
     figures.run(options)
     summary = _strict_json(os.path.join(figures_dir, figures.SUMMARY_JSON))
     assert list(summary["cells"]) == ["tau=0.0_seed=0"]
