@@ -116,8 +116,9 @@ def cosine_similarity_matrix(kernel) -> np.ndarray:
     norms = np.linalg.norm(kernel, axis=0)
     if np.any(norms == 0):
         raise ValueError(f"`kernel` has all-zero class vectors: columns {np.flatnonzero(norms == 0)}")
-    class_vectors = kernel / norms
-    return np.clip(class_vectors.T @ class_vectors, -1.0, 1.0)
+    from kd_tf.losses.kd_sim import cosine_similarities  # KD-sim's own (imported here: TensorFlow)
+
+    return cosine_similarities(kernel)
 
 
 # Class structure.
@@ -206,36 +207,20 @@ def ground_truth_probabilities(teacher_logits, labels, temperature: float = 1.0)
     return probabilities[np.arange(labels.size), labels]
 
 
-def _topk_numpy(teacher_logits, topk, temperature):
-    probabilities = softmax(teacher_logits, temperature)
-    num_classes = probabilities.shape[1]
-    if topk == num_classes:
-        return probabilities
-    kept = np.argpartition(-probabilities, topk - 1, axis=1)[:, :topk]
-    keep_mask = np.zeros_like(probabilities, dtype=bool)
-    np.put_along_axis(keep_mask, kept, True, axis=1)
-    kept_mass = np.where(keep_mask, probabilities, 0.0).sum(axis=1, keepdims=True)
-    spread = (1.0 - kept_mass) / (num_classes - topk)
-    return np.where(keep_mask, probabilities, spread)
-
-
 def topk_distribution(
     labels,
     teacher_logits,
     topk: int,
     temperature: float = 1.0,
-    use_loss_library: bool | None = None,
 ) -> np.ndarray:
-    """KD-topk's target `q̃` `[N, M]`: the `topk` largest `q^T_i` kept, the rest spread evenly.
+    """KD-topk's target `q̃` `[N, M]`: the `topk` largest `q^T_i` kept, the rest spread evenly, as the
+    loss builds it (`kd_tf.losses.KDTopK.teacher_distribution`).
 
     Args:
         labels: integer labels `[N]` (the loss library's signature; top-k itself ignores them).
         teacher_logits: `[N, M]`.
         topk: number of classes kept, in [1, M].
         temperature: temperature of `q^T`.
-        use_loss_library: `True` builds `q̃` with `kd_tf.losses.get("kd_topk", ...)`, `False`
-            with the numpy definition here; `None` (default) uses the loss library when it can be
-            imported.
     """
     teacher_logits = _check_logits("teacher_logits", teacher_logits)
     num_examples, num_classes = teacher_logits.shape
@@ -243,19 +228,10 @@ def topk_distribution(
     temperature = _check_temperature(temperature)
     if not isinstance(topk, (int, np.integer)) or not 1 <= topk <= num_classes:
         raise ValueError(f"`topk` must be an integer in [1, {num_classes}]. Received: topk={topk}")
-    if use_loss_library is None:
-        try:
-            from kd_tf import losses  # noqa: F401
-        except ImportError:
-            use_loss_library = False
-        else:
-            use_loss_library = True
-    if not use_loss_library:
-        return _topk_numpy(teacher_logits, int(topk), temperature)
-    from kd_tf import losses
+    from kd_tf import losses  # imported here: TensorFlow
 
     loss = losses.get("kd_topk", topk=int(topk), temperature=temperature)
-    # In chunks: the library builds a [rows, k, M] one-hot, 1 GB for 50 000 ImageNet rows at k = 5.
+    # In chunks, so that an ImageNet split's [N, M] float32 temporaries stay small.
     chunk = 4096
     return np.concatenate(
         [

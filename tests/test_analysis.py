@@ -156,26 +156,31 @@ def test_block_structured_teacher_shows_superclass_blocks_and_plain_one_does_not
 # KD-topk's distribution.
 
 
-def test_topk_distribution_hand_example_numpy():
+def test_topk_distribution_hand_example():
     probs = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
     logits = np.log(probs)
-    target = analysis.topk_distribution([0, 3], logits, topk=2, use_loss_library=False)
+    target = analysis.topk_distribution([0, 3], logits, topk=2)
     expected = np.array([[0.5, 0.3, 0.1, 0.1], [0.15, 0.15, 0.3, 0.4]])
-    np.testing.assert_allclose(target, expected, atol=1e-12)
-    full = analysis.topk_distribution([0, 3], logits, topk=4, use_loss_library=False)
-    np.testing.assert_allclose(full, probs, atol=1e-12)
+    np.testing.assert_allclose(target, expected, atol=1e-6)
+    full = analysis.topk_distribution([0, 3], logits, topk=4)
+    np.testing.assert_allclose(full, probs, atol=1e-6)
     with pytest.raises(ValueError, match="topk"):
         analysis.topk_distribution([0, 3], logits, topk=5)
 
 
-def test_topk_distribution_from_loss_library_matches_numpy():
-    pytest.importorskip("kd_tf.losses")
+def test_topk_distribution_keeps_the_k_largest_and_spreads_the_rest():
     logits, labels = _teacher_logits(structured=True, examples_per_class=3)
+    probabilities = analysis.softmax(logits, 4.0)
     for topk in (1, 3, NUM_CLASSES):
-        library = analysis.topk_distribution(labels, logits, topk, 4.0, use_loss_library=True)
-        numpy_only = analysis.topk_distribution(labels, logits, topk, 4.0, use_loss_library=False)
-        np.testing.assert_allclose(library, numpy_only, atol=1e-6)
-        np.testing.assert_allclose(library.sum(axis=1), 1.0, atol=1e-5)
+        target = analysis.topk_distribution(labels, logits, topk, 4.0)
+        kept = np.argsort(-probabilities, axis=1)[:, :topk]
+        mask = np.zeros_like(probabilities, dtype=bool)
+        np.put_along_axis(mask, kept, True, axis=1)
+        rest = (1.0 - np.where(mask, probabilities, 0).sum(axis=1, keepdims=True)) / max(
+            NUM_CLASSES - topk, 1
+        )
+        np.testing.assert_allclose(target, np.where(mask, probabilities, rest), atol=1e-6)
+        np.testing.assert_allclose(target.sum(axis=1), 1.0, atol=1e-5)
 
 
 # Gradient rescaling (Figure 2).

@@ -5,6 +5,15 @@ import numpy as np
 from kd_tf.losses.base import DistillationLoss, check_range, gather_rows, register
 
 
+def cosine_similarities(class_vectors) -> np.ndarray:
+    """`[M, M]` cosines (float64) between the class vectors, the columns of a `(h, M)` logit-layer kernel."""
+    kernel = np.asarray(class_vectors, dtype=np.float64)
+    if kernel.ndim != 2:
+        raise ValueError(f"`class_vectors` must have shape (h, M). Received: shape={kernel.shape}")
+    unit = kernel / np.maximum(np.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+    return np.clip(unit.T @ unit, -1.0, 1.0)
+
+
 def similarity_targets(class_vectors, sim_power=1.0, sim_temperature=1.0):
     """`[M, M]` table whose row `t` is `softmax(sign(s)·|s|^ρ / T_sim)`, `s` = cosines of class `t`'s vector.
 
@@ -13,11 +22,7 @@ def similarity_targets(class_vectors, sim_power=1.0, sim_temperature=1.0):
         sim_power: `ρ ≥ 1`, sharpens the similarity.
         sim_temperature: `T_sim > 0`.
     """
-    kernel = np.asarray(class_vectors, dtype=np.float64)
-    if kernel.ndim != 2:
-        raise ValueError(f"`class_vectors` must have shape (h, M). Received: shape={kernel.shape}")
-    unit = kernel / np.maximum(np.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
-    cosine = np.clip(unit.T @ unit, -1.0, 1.0)
+    cosine = cosine_similarities(class_vectors)
     scores = np.sign(cosine) * np.abs(cosine) ** sim_power / sim_temperature
     scores -= scores.max(axis=1, keepdims=True)
     table = np.exp(scores)
