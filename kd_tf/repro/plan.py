@@ -88,10 +88,10 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
         if isinstance(rate, float):
             schedule += f": {rate:g} at every step"
         else:
-            settings = rate.get_config()
+            shape = rate.get_config()
             schedule += (
-                f": boundaries (steps) {list(settings['boundaries'])}, multipliers "
-                f"{list(settings['multipliers'])}, warm-up {settings['warmup_steps']} steps"
+                f": boundaries (steps) {list(shape['boundaries'])}, multipliers "
+                f"{list(shape['multipliers'])}, warm-up {shape['warmup_steps']} steps"
             )
         lines += [
             schedule,
