@@ -259,7 +259,7 @@ def geometry_scatter(
     return _save(figure, path)
 
 
-# The companion-paper sweeps (kd_tf.studies).
+# The companion-paper sweeps (kd_tf.repro.studies).
 
 
 def learning_curves(rows: Sequence[Mapping], path) -> str:

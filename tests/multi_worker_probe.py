@@ -22,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
 from data import imagenet, synthetic  # noqa: E402
-from kd_tf import experiment, losses, runtime, teacher_cache, training  # noqa: E402
+from kd_tf import losses, runtime, teacher_cache, training  # noqa: E402
+from kd_tf.repro import experiment
 
 BATCH = 64
 

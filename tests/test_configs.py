@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 from runner import run_in_process
 
 import models
-from kd_tf import experiment
+from kd_tf.repro import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))

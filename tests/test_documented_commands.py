@@ -97,12 +97,12 @@ GROUPS = {
             FIGURES,
         ),
         (
-            "python -c \"from kd_tf import figures, training; figures.topk_sweep('runs/fig', "
+            "python -c \"from kd_tf import training; from kd_tf.repro import figures; figures.topk_sweep('runs/fig', "
             '[1, 2, 3, 5, 10, 20, 40], columns=[0.9], train_config=training.TrainConfig(verbose=0))"',
             [],
         ),
         (
-            "python -c \"from kd_tf import figures; figures.analyze_run('runs/fig', "
+            "python -c \"from kd_tf.repro import figures; figures.analyze_run('runs/fig', "
             "ls_run_dir='runs/fig_ls', temperatures=(1, 4), topk=5)\"",
             [],
         ),

@@ -1,4 +1,4 @@
-"""Tests for kd_tf.figures: Figures 1-5 and their numbers from a tiny table run trained here."""
+"""Tests for kd_tf.repro.figures: Figures 1-5 and their numbers from a tiny table run trained here."""
 
 import csv
 import json
@@ -11,9 +11,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 import run  # noqa: F401 (defines the flags)
-from kd_tf import analysis, experiment, figures, training
+from kd_tf import analysis, training
 from kd_tf.repro import config as run_config
-from kd_tf.repro import modes
+from kd_tf.repro import experiment, figures, modes
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024

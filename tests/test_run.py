@@ -214,7 +214,7 @@ def test_a_teacher_run_does_not_check_methods_it_does_not_train(tmp_path):
 
 
 def test_a_table_with_the_papers_numbers_adds_them_and_their_gap():
-    from kd_tf import experiment, paper
+    from kd_tf.repro import experiment, paper
 
     records = [
         {"dataset": "cifar100", "role": role, "method": method, "test_accuracy": accuracy}

@@ -13,8 +13,8 @@ from runner import run_in_process
 
 import models
 from data import synthetic
-from kd_tf import experiment, losses, studies, study_runs, training
-from kd_tf.repro import checks, modes
+from kd_tf import losses, training
+from kd_tf.repro import checks, experiment, modes, studies, study_runs
 from kd_tf.repro import config as run_config
 
 

@@ -13,8 +13,9 @@ import os
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, losses, outputs
+from kd_tf import losses
 from kd_tf.repro import config as config_module
+from kd_tf.repro import experiment, outputs
 from kd_tf.repro.config import UserError
 
 WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot")

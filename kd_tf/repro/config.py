@@ -270,7 +270,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         if facts.hierarchy(facts.options(value)) is None:
             methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
         if flag_values.mode == "data_efficiency":
-            from kd_tf import studies
+            from kd_tf.repro import studies
 
             methods = tuple(studies.DATA_EFFICIENCY_METHODS)
 

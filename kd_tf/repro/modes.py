@@ -14,10 +14,10 @@ import keras
 import tensorflow as tf
 
 import data as datasets
-from kd_tf import experiment, outputs, paper, parallel, runtime, training
+from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import checks
+from kd_tf.repro import checks, experiment, outputs, paper
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -409,13 +409,13 @@ def _finish_single(options: Run, records, column_key) -> None:
 
 
 def _run_study_sweep(options: Run) -> None:
-    from kd_tf import study_runs
+    from kd_tf.repro import study_runs
 
     study_runs.run(options)
 
 
 def _run_analyze(options: Run) -> None:
-    from kd_tf import figures
+    from kd_tf.repro import figures
 
     figures.run(options)
 
@@ -425,7 +425,7 @@ def write_json(path: str, payload) -> None:
 
 
 def _run_language_model(options: Run) -> None:
-    from kd_tf import language_model_runs
+    from kd_tf.repro import language_model_runs
 
     language_model_runs.run(options)
 

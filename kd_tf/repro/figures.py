@@ -16,9 +16,9 @@ import keras
 import numpy as np
 
 import models
-from kd_tf import analysis, experiment, plots, training
+from kd_tf import analysis, plots, training
 from kd_tf.io import atomic_write_text, read_json
-from kd_tf.repro import store
+from kd_tf.repro import experiment, store
 
 FIGURES_DIR = "figures"
 SWEEP_DIR = "topk_sweep"

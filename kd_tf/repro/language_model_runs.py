@@ -9,8 +9,9 @@ import keras
 
 import data.ptb
 import models
-from kd_tf import experiment, language_model, losses, paper, training
+from kd_tf import language_model, losses, training
 from kd_tf.io import atomic_write_text
+from kd_tf.repro import experiment, paper
 
 
 def run(options) -> None:

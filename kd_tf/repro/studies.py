@@ -28,9 +28,9 @@ import keras
 import numpy as np
 
 from data import synthetic
-from kd_tf import analysis, checkpoint, experiment, losses, plots, training
+from kd_tf import analysis, checkpoint, losses, plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import store
+from kd_tf.repro import experiment, store
 
 DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")

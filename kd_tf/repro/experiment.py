@@ -15,9 +15,9 @@ import numpy as np
 import data as datasets
 import models
 from kd_tf import losses, offline
-from kd_tf import paper as paper_numbers
 from kd_tf.distiller import class_vectors
 from kd_tf.io import atomic_write_text, read_json, replaced_atomically  # noqa: F401 (read_json is re-exported)
+from kd_tf.repro import paper as paper_numbers
 from kd_tf.repro import store
 from kd_tf.training import TrainConfig, load_model, save_model, train
 

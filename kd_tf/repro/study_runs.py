@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from kd_tf import experiment, studies
+from kd_tf.repro import experiment, studies
 
 # The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
 # well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
