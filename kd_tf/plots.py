@@ -259,7 +259,7 @@ def geometry_scatter(
     return _save(figure, path)
 
 
-# The companion-paper sweeps (kd_tf.repro.studies).
+# The companion-paper sweeps (kd_tf.repro.data_efficiency, kd_tf.repro.sweet_spot).
 
 
 def learning_curves(rows: Sequence[Mapping], path) -> str:

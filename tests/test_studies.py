@@ -14,7 +14,7 @@ from runner import run_in_process
 import models
 from data import synthetic
 from kd_tf import losses, training
-from kd_tf.repro import checks, experiment, modes, studies, study_runs
+from kd_tf.repro import checks, data_efficiency, experiment, modes, study_runs, sweet_spot
 from kd_tf.repro import config as run_config
 
 
@@ -29,36 +29,36 @@ def _csv_rows(path):
 
 def test_learning_curve_exponent_recovers_a_power_law():
     sizes = np.array([1_000, 2_000, 5_000, 10_000])
-    assert studies.learning_curve_exponent(sizes, 3.0 * sizes**-0.5) == pytest.approx(0.5)
+    assert data_efficiency.learning_curve_exponent(sizes, 3.0 * sizes**-0.5) == pytest.approx(0.5)
     # A zero error has no logarithm: the point is left out, the rest still give the slope.
     errors = 3.0 * sizes**-0.25
     errors[-1] = 0.0
-    assert studies.learning_curve_exponent(sizes, errors) == pytest.approx(0.25)
-    assert studies.learning_curve_exponent([1_000, 2_000], [0.1, 0.0]) is None
+    assert data_efficiency.learning_curve_exponent(sizes, errors) == pytest.approx(0.25)
+    assert data_efficiency.learning_curve_exponent([1_000, 2_000], [0.1, 0.0]) is None
     with pytest.raises(ValueError, match="must match"):
-        studies.learning_curve_exponent([1, 2, 3], [0.1, 0.2])
+        data_efficiency.learning_curve_exponent([1, 2, 3], [0.1, 0.2])
 
 
 def test_monotonicity_drops_counts_falls_beyond_the_tolerance():
-    assert studies.monotonicity_drops([0.5, 0.6, 0.7]) == 0
-    assert studies.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6]) == 2
-    assert studies.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6], tolerance=0.05) == 1
+    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.7]) == 0
+    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6]) == 2
+    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6], tolerance=0.05) == 1
 
 
 def test_nontarget_entropy_on_hand_numbers():
     # Non-target mass spread evenly: entropy log(M - 1), normalised to 1.
     even = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]])
-    assert studies.nontarget_entropy(even, np.array([0, 3])) == pytest.approx(1.0)
+    assert sweet_spot.nontarget_entropy(even, np.array([0, 3])) == pytest.approx(1.0)
     # All of it on one class: 0. Half on each of two of three: log 2 / log 3.
-    assert studies.nontarget_entropy(np.array([[0.5, 0.5, 0.0, 0.0]]), np.array([0])) == pytest.approx(0.0)
+    assert sweet_spot.nontarget_entropy(np.array([[0.5, 0.5, 0.0, 0.0]]), np.array([0])) == pytest.approx(0.0)
     half = np.array([[0.4, 0.3, 0.3, 0.0]])
-    assert studies.nontarget_entropy(half, np.array([0])) == pytest.approx(np.log(2) / np.log(3))
+    assert sweet_spot.nontarget_entropy(half, np.array([0])) == pytest.approx(np.log(2) / np.log(3))
     # The label's own probability does not enter: a wrong prediction is measured the same way.
-    assert studies.nontarget_entropy(np.array([[0.1, 0.6, 0.3, 0.0]]), np.array([3])) == pytest.approx(
+    assert sweet_spot.nontarget_entropy(np.array([[0.1, 0.6, 0.3, 0.0]]), np.array([3])) == pytest.approx(
         -(0.1 * np.log(0.1) + 0.6 * np.log(0.6) + 0.3 * np.log(0.3)) / np.log(3)
     )
     with pytest.raises(ValueError, match="M >= 3"):
-        studies.nontarget_entropy(np.array([[0.5, 0.5]]), np.array([0]))
+        sweet_spot.nontarget_entropy(np.array([[0.5, 0.5]]), np.array([0]))
 
 
 def test_teacher_information_sees_superclass_structure():
@@ -69,8 +69,8 @@ def test_teacher_information_sees_superclass_structure():
     siblings = np.where(class_parents[labels][:, None] == class_parents[None, :], 2.0, 0.0)
     structured = siblings + 1.0 * np.eye(6)[labels] + 0.01 * rng.standard_normal((120, 6))
     flat = 1.0 * np.eye(6)[labels] + 0.01 * rng.standard_normal((120, 6))
-    with_structure = studies.teacher_information(structured, labels, class_parents)
-    without = studies.teacher_information(flat, labels, class_parents)
+    with_structure = sweet_spot.teacher_information(structured, labels, class_parents)
+    without = sweet_spot.teacher_information(flat, labels, class_parents)
     assert with_structure["teacher_test_accuracy"] == without["teacher_test_accuracy"] == 1.0
     assert with_structure["similarity_contrast"] > 0.5
     assert abs(without["similarity_contrast"]) < 0.05
@@ -83,21 +83,21 @@ def test_grid_means_and_correlations():
         {"teacher_batch_size": b, "teacher_epochs": e, "seed": s, "x": b * e + s, "student_test_accuracy": v}
         for b, e, s, v in [(1, 1, 0, 0.1), (1, 1, 1, 0.3), (1, 2, 0, 0.4), (2, 1, 0, 0.5), (2, 2, 0, 0.9)]
     ]
-    batch_sizes, epochs, means = studies.grid_means(records, "student_test_accuracy")
+    batch_sizes, epochs, means = sweet_spot.grid_means(records, "student_test_accuracy")
     assert (batch_sizes, epochs) == ([1, 2], [1, 2])
     np.testing.assert_allclose(means, [[0.2, 0.4], [0.5, 0.9]])
     for record in records:
-        for name in studies.SWEET_SPOT_PREDICTORS:
+        for name in sweet_spot.SWEET_SPOT_PREDICTORS:
             record[name] = record["student_test_accuracy"] * (-1 if name == "nontarget_entropy" else 2)
-    correlations = studies.sweet_spot_correlations(records)["student_test_accuracy"]
+    correlations = sweet_spot.sweet_spot_correlations(records)["student_test_accuracy"]
     assert correlations["similarity_contrast"]["pearson"] == pytest.approx(1.0)
     assert correlations["nontarget_entropy"]["spearman"] == pytest.approx(-1.0)
     assert correlations["teacher_test_accuracy"]["cells"] == 4
     # Student minus teacher accuracy is student - 2 student = -student here: every sign flips.
-    over_teacher = studies.sweet_spot_correlations(records)["student_over_teacher"]
+    over_teacher = sweet_spot.sweet_spot_correlations(records)["student_over_teacher"]
     assert over_teacher["similarity_contrast"]["pearson"] == pytest.approx(-1.0)
     assert over_teacher["nontarget_entropy"]["spearman"] == pytest.approx(1.0)
-    _, _, missing = studies.grid_means(records[:4], "student_test_accuracy")
+    _, _, missing = sweet_spot.grid_means(records[:4], "student_test_accuracy")
     assert missing[1, 0] == pytest.approx(0.5) and np.isnan(missing[1, 1])
 
 
@@ -129,7 +129,9 @@ def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
         keras.utils.set_random_seed(3)
         model = models.builder("mlp")(num_classes=4, input_shape=(8,), width=8)
         snapshot_dir = str(tmp_path / f"run{epochs}" / "snap")
-        snapshots = studies._Snapshots(model, {1: snapshot_dir}, {"dataset": "synthetic", "num_classes": 4})
+        snapshots = sweet_spot._Snapshots(
+            model, {1: snapshot_dir}, {"dataset": "synthetic", "num_classes": 4}
+        )
         training.train(
             student=model,
             teacher=None,
@@ -153,8 +155,8 @@ QUICK = ["--quick", "--progress=none"]
 def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "efficiency")
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
-    fields, rows = _csv_rows(os.path.join(output_dir, studies.DATA_EFFICIENCY_CSV))
-    assert tuple(fields) == studies.DATA_EFFICIENCY_FIELDS
+    fields, rows = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
+    assert tuple(fields) == data_efficiency.DATA_EFFICIENCY_FIELDS
     grid = study_runs.QUICK_DATA_EFFICIENCY
     keys = [(row["student_model"], row["method"], int(row["train_examples"])) for row in rows]
     expected = [
@@ -194,7 +196,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
     assert os.path.exists(lost)
     assert {path: os.path.getmtime(path) for path in kept} == kept
-    _, rows_again = _csv_rows(os.path.join(output_dir, studies.DATA_EFFICIENCY_CSV))
+    _, rows_again = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
     assert len(rows_again) == len(expected)
     # Finished cells keep their record and training curve, no checkpoint.
     assert sorted(os.listdir(os.path.dirname(lost))) == ["history.csv", "record.json"]
@@ -203,8 +205,8 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
 def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "sweet")
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
-    fields, rows = _csv_rows(os.path.join(output_dir, studies.SWEET_SPOT_CSV))
-    assert tuple(fields) == studies.SWEET_SPOT_FIELDS
+    fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))
+    assert tuple(fields) == sweet_spot.SWEET_SPOT_FIELDS
     grid = study_runs.QUICK_SWEET_SPOT
     cells = [(int(row["teacher_batch_size"]), int(row["teacher_epochs"])) for row in rows]
     expected = [(b, e) for b in grid["batch_sizes"] for e in grid["epoch_grid"]]
@@ -233,8 +235,8 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     for name in ("sweet_spot_scatter", "sweet_spot_scatter_over_teacher", "sweet_spot_student_over_teacher"):
         assert os.path.getsize(os.path.join(output_dir, f"{name}.png")) > 0
     correlations = json.load(open(os.path.join(output_dir, "results.json")))["correlations"]
-    assert set(correlations) == set(studies.SWEET_SPOT_OUTCOMES)
-    assert all(set(values) == set(studies.SWEET_SPOT_PREDICTORS) for values in correlations.values())
+    assert set(correlations) == set(sweet_spot.SWEET_SPOT_OUTCOMES)
+    assert all(set(values) == set(sweet_spot.SWEET_SPOT_PREDICTORS) for values in correlations.values())
 
     # Interrupted after the teachers: a cell's record is gone; it is rebuilt from its saved teacher.
     lost = os.path.join(output_dir, "runs", "seed=0", "batch=32", "epochs=2", "record.json")
@@ -250,7 +252,7 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
         "baseline_test_accuracy",
     ):
         assert after[name] == before[name]
-    assert len(_csv_rows(os.path.join(output_dir, studies.SWEET_SPOT_CSV))[1]) == len(expected)
+    assert len(_csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))[1]) == len(expected)
 
 
 def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained(tmp_path):
@@ -267,7 +269,7 @@ def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained
     os.makedirs(backup)
     with open(os.path.join(backup, "latest.json"), "w") as handle:
         json.dump({"epoch": 2, "weights": "epoch-00002.weights.h5"}, handle)
-    studies._train_sweet_spot_teachers(config, 0, 32, seed_dir, log=lambda line: None)
+    sweet_spot._train_sweet_spot_teachers(config, 0, 32, seed_dir, log=lambda line: None)
     for epochs in config.epoch_grid:
         info = json.load(
             open(os.path.join(seed_dir, "batch=32", f"epochs={epochs}", "teacher", "teacher.json"))

@@ -270,9 +270,9 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         if facts.hierarchy(facts.options(value)) is None:
             methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
         if flag_values.mode == "data_efficiency":
-            from kd_tf.repro import studies
+            from kd_tf.repro import data_efficiency
 
-            methods = tuple(studies.DATA_EFFICIENCY_METHODS)
+            methods = tuple(data_efficiency.DATA_EFFICIENCY_METHODS)
 
     hyperparameters = {name: flag_values[name].value for name in losses.HYPERPARAMETER_NAMES}
     explicit = parse_overrides(flag_values.method_overrides)

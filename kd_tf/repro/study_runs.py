@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from kd_tf.repro import experiment, studies
+from kd_tf.repro import data_efficiency, experiment, sweet_spot
 
 # The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
 # well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
@@ -49,12 +49,12 @@ def run(options) -> None:
         config = data_efficiency_config(options)
         # One group of cells per setting and seed (they share a teacher), `--jobs` groups at a time.
         parallel_options["jobs"] = _jobs(options, len(config.settings or [{}]) * len(config.seeds))
-        studies.run_data_efficiency(config, options.output_dir, header=header, **parallel_options)
+        data_efficiency.run_data_efficiency(config, options.output_dir, header=header, **parallel_options)
     else:
         config = sweet_spot_config(options)
         # One group of cells per seed (they share a baseline student), `--jobs` groups at a time.
         parallel_options["jobs"] = _jobs(options, len(config.seeds))
-        studies.run_sweet_spot(config, options.output_dir, header=header, **parallel_options)
+        sweet_spot.run_sweet_spot(config, options.output_dir, header=header, **parallel_options)
     # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
     # which `modes.run` turns into a one-line error).
     with open(os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN), encoding="utf-8") as handle:
@@ -96,7 +96,7 @@ def _model_options(options, role: str, model: str) -> dict:
     return model_options
 
 
-def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
+def data_efficiency_config(options) -> data_efficiency.DataEfficiencyConfig:
     sweeps = options.config.sweeps
     data_options = _data_options(options)
     difficulties = list(sweeps.difficulties) or [data_options["difficulty"]]
@@ -116,7 +116,7 @@ def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
     teacher_model = (
         options.teacher_model if options.config.was_set("teacher_model") else DATA_EFFICIENCY_TEACHER
     )
-    return studies.DataEfficiencyConfig(
+    return data_efficiency.DataEfficiencyConfig(
         settings=[
             {"tau": tau, "difficulty": difficulty} for tau in _taus(options) for difficulty in difficulties
         ],
@@ -141,7 +141,7 @@ def data_efficiency_config(options) -> studies.DataEfficiencyConfig:
     )
 
 
-def sweet_spot_config(options) -> studies.SweetSpotConfig:
+def sweet_spot_config(options) -> sweet_spot.SweetSpotConfig:
     config = options.config
     data_options = {**_data_options(options), "tau": _taus(options)[0]}
     if config.sweeps.quick:
@@ -150,7 +150,7 @@ def sweet_spot_config(options) -> studies.SweetSpotConfig:
         batch_sizes = list(config.sweeps.teacher_batch_sizes)
         epoch_grid = list(config.sweeps.teacher_epoch_grid)
     teacher_train, student_train = _train_configs(options)
-    return studies.SweetSpotConfig(
+    return sweet_spot.SweetSpotConfig(
         batch_sizes=batch_sizes,
         epoch_grid=epoch_grid,
         seeds=options.seeds if config.was_set("seeds") or config.sweeps.quick else list(SWEET_SPOT_SEEDS),

@@ -1,0 +1,469 @@
+"""The teacher's sweet spot ("Controlling the Quality of Distillation"): teachers trained on a grid of
+batch sizes × epochs; for each, its accuracy, how much class-similarity information its outputs carry, and
+the accuracy of a KD student distilled from it.
+
+Every finished cell is a `record.json` under `<output_dir>/runs/`; a rerun reuses them, so an interrupted
+sweep resumes where it stopped. The summary files (CSV, markdown, PNGs) are rewritten from the records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from data import synthetic
+from kd_tf import analysis, checkpoint, losses, plots, training
+from kd_tf.io import atomic_write_text
+from kd_tf.repro import experiment, store, sweeps
+
+SWEET_SPOT_CSV = "sweet_spot.csv"
+
+
+SWEET_SPOT_FIELDS = (
+    "tau",
+    "seed",
+    "teacher_batch_size",
+    "teacher_epochs",
+    "teacher_steps",
+    "teacher_test_accuracy",
+    "similarity_within",
+    "similarity_across",
+    "similarity_contrast",
+    "similarity_ratio",
+    "nontarget_entropy",
+    "student_method",
+    "student_test_accuracy",
+    "student_best_validation_accuracy",
+    "baseline_test_accuracy",
+    "kd_gain",
+    "student_over_teacher",
+    "wall_time_s",
+)
+
+
+# What the sweet-spot summary relates to the student's accuracy.
+SWEET_SPOT_PREDICTORS = ("teacher_test_accuracy", "similarity_contrast", "nontarget_entropy")
+
+
+@dataclasses.dataclass
+class SweetSpotConfig:
+    """Teachers on a grid `batch_sizes` × `epoch_grid`, each distilled into a `method` student.
+
+    For one seed and batch size a single teacher is trained for `max(epoch_grid)` epochs at a constant
+    learning rate, and its weights after each epoch count of the grid are that cell's teacher: the same
+    weights separate runs of those lengths would end with (same seed, same batches).
+    """
+
+    batch_sizes: Sequence[int]
+    epoch_grid: Sequence[int]
+    seeds: Sequence[int]
+    data_options: dict
+    teacher_model: str
+    teacher_model_options: dict
+    student_model: str
+    student_model_options: dict
+    teacher_train: training.TrainConfig
+    student_train: training.TrainConfig
+    method: str
+    hyperparameters: dict
+    method_overrides: dict
+    analysis_temperature: float = 1.0
+    precision: str = "float32"
+
+    def __post_init__(self):
+        for name in ("batch_sizes", "epoch_grid"):
+            values = list(getattr(self, name))
+            if not values or any(value <= 0 for value in values) or len(set(values)) != len(values):
+                raise ValueError(f"`{name}` must be distinct positive integers. Received: {values}")
+        train_examples = self.data_options.get("train_examples", 0)
+        if max(self.batch_sizes) > train_examples:
+            raise ValueError(
+                "Every teacher batch size must be at most the training examples. Received: "
+                f"batch_sizes={list(self.batch_sizes)}, train_examples={train_examples}"
+            )
+        if self.teacher_train.lr_schedule != "constant":
+            raise ValueError(
+                "The sweet-spot grid reads every epoch count off one run, which needs a constant learning "
+                f"rate. Received: lr_schedule={self.teacher_train.lr_schedule!r}"
+            )
+        if not self.analysis_temperature > 0:
+            raise ValueError(f"`analysis_temperature` must be > 0. Received: {self.analysis_temperature!r}")
+
+    def cells(self) -> list[dict]:
+        return [
+            {"seed": seed, "teacher_batch_size": batch_size, "teacher_epochs": epochs}
+            for seed in self.seeds
+            for batch_size in sorted(self.batch_sizes)
+            for epochs in sorted(self.epoch_grid)
+        ]
+
+
+class _Snapshots(keras.callbacks.Callback):
+    """Saves the model after each epoch count in `paths` (epoch count -> teacher directory)."""
+
+    def __init__(self, model_to_save: keras.Model, paths: dict, info: dict):
+        super().__init__()
+        self.model_to_save, self.paths, self.info = model_to_save, paths, info
+
+    def on_epoch_end(self, epoch, logs=None):
+        directory = self.paths.get(epoch + 1)
+        if directory is not None:
+            experiment.save_teacher(self.model_to_save, directory, {**self.info, "epochs": epoch + 1})
+
+
+def nontarget_entropy(probabilities, labels) -> float:
+    """Mean entropy of the non-target distribution, normalised to [0, 1] by `log(M − 1)`.
+
+    For each example the probabilities of the `M − 1` classes other than its label are renormalised to sum
+    to one; a teacher whose non-target mass is spread evenly scores 1, one that puts it all on one class 0.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 3:
+        raise ValueError(f"`probabilities` must be [N, M] with M >= 3. Received: shape={probabilities.shape}")
+    if labels.shape != probabilities.shape[:1]:
+        raise ValueError(f"`labels` must be [N]. Received: {labels.shape} for {probabilities.shape}")
+    rest = probabilities.copy()
+    rest[np.arange(len(labels)), labels] = 0.0
+    total = rest.sum(axis=1, keepdims=True)
+    rest = np.divide(rest, total, out=np.zeros_like(rest), where=total > 0)
+    entropy = -np.sum(rest * np.log(np.where(rest > 0, rest, 1.0)), axis=1)
+    return float(np.mean(entropy) / math.log(probabilities.shape[1] - 1))
+
+
+def teacher_information(logits, labels, class_parents, temperature: float = 1.0) -> dict:
+    """What a teacher's outputs say beyond the label: super-class structure and non-target spread.
+
+    `similarity_within`/`_across` are the mean Pearson correlations of class-mean output distributions
+    (Figure 1's matrix) for class pairs inside one super-class and across super-classes;
+    `similarity_contrast` is their difference, `similarity_ratio` their ratio (or `None`, see
+    `analysis.block_contrast`).
+    """
+    probabilities = analysis.softmax(logits, temperature)
+    contrast = analysis.block_contrast(
+        analysis.class_correlation_matrix(probabilities, labels), class_parents
+    )
+    return {
+        "teacher_test_accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels)),
+        "similarity_within": contrast["within"],
+        "similarity_across": contrast["across"],
+        "similarity_contrast": contrast["difference"],
+        "similarity_ratio": contrast["ratio"],
+        "nontarget_entropy": nontarget_entropy(probabilities, labels),
+    }
+
+
+def _train_sweet_spot_teachers(
+    config: SweetSpotConfig, seed: int, batch_size: int, seed_dir: str, log
+) -> None:
+    """Trains the teacher of one (seed, batch size) row, saving it after each epoch count of the grid."""
+    paths = {
+        epochs: os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}", "teacher")
+        for epochs in config.epoch_grid
+    }
+    if all(os.path.exists(os.path.join(path, experiment.TEACHER_INFO)) for path in paths.values()):
+        return
+    run_dir = os.path.join(seed_dir, f"batch={batch_size}", "training")
+    finished = checkpoint.finished_epochs(os.path.join(run_dir, "backup"))
+    if any(
+        epochs <= finished and not os.path.exists(os.path.join(path, experiment.TEACHER_INFO))
+        for epochs, path in paths.items()
+    ):
+        # Stopped between a checkpoint and a snapshot: that snapshot cannot be recovered, so start over.
+        shutil.rmtree(run_dir)
+    data_options = {**config.data_options, "batch_size": batch_size}
+    # The global seed enters tf.data's shuffle order too: set it first, so a resumed sweep sees the same batches.
+    keras.utils.set_random_seed(seed)
+    splits = synthetic.load(**data_options, seed=seed)
+    teacher = experiment.build_model(
+        config.teacher_model,
+        splits.num_classes,
+        experiment.input_shape_of(splits),
+        config.teacher_model_options,
+        config.teacher_train.weight_decay,
+    )
+    info = {
+        "dataset": "synthetic",
+        "num_classes": splits.num_classes,
+        "data_options": experiment._jsonable(config.data_options),
+        "seed": seed,
+        "model": config.teacher_model,
+        "label_smoothing": 0.0,
+        "batch_size": batch_size,
+    }
+    train_config = dataclasses.replace(
+        config.teacher_train, batch_size=batch_size, epochs=max(config.epoch_grid)
+    )
+    log(f"teacher seed={seed} batch={batch_size}: {train_config.epochs} epochs")
+    training.train(
+        student=teacher,
+        teacher=None,
+        loss=losses.get("student"),
+        splits=splits,
+        config=train_config,
+        precision=config.precision,
+        run_dir=run_dir,
+        callbacks=[_Snapshots(teacher, paths, info)],
+    )
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _sweet_spot_student(config: SweetSpotConfig, splits, method: str, teacher, seed: int, directory: str):
+
+    def train_it() -> dict:
+        _, result, hyperparameters = experiment.distil_as(config, method, teacher, splits, seed, directory)
+        return {**result, "method": method, "hyperparameters": hyperparameters}
+
+    return store.reuse_or_train(directory, train_it, drop_resume_state=True)
+
+
+def run_sweet_spot(
+    config: SweetSpotConfig,
+    output_dir: str,
+    *,
+    log: Callable[[str], None] = sweeps.print_now,
+    header: str = "",
+    jobs: int = 1,
+    deterministic: bool = False,
+) -> list[dict]:
+    """Runs (or resumes) the grid and writes its CSV, JSON, markdown summary and heatmaps.
+
+    The cells of one seed share a baseline student; with `jobs > 1` the seeds train in that many worker
+    processes (`kd_tf.parallel`), each printing its own progress lines.
+    """
+    cells = config.cells()
+    groups: dict = {}
+    for index, cell in enumerate(cells, start=1):
+        groups.setdefault(cell["seed"], sweeps.Group(config, output_dir, len(cells), [])).members.append(
+            (index, cell)
+        )
+    found = sweeps.run_groups(
+        _sweet_spot_group, list(groups.values()), log, jobs, deterministic, config.precision
+    )
+    records = [found[index] for index in range(1, len(cells) + 1)]
+    write_sweet_spot(output_dir, records, header)
+    return records
+
+
+def _sweet_spot_group(group: sweeps.Group, log: Callable[[str], None] = sweeps.print_now) -> dict:
+    """Trains (or reuses) one seed's teachers and students; returns {cell index: record}."""
+    config, output_dir, records = group.config, group.output_dir, {}
+    for index, cell in group.members:
+        seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
+        seed_dir = os.path.join(output_dir, "runs", f"seed={seed}")
+        cell_dir = os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}")
+        train_cell = functools.partial(_sweet_spot_cell, config, cell, seed_dir, cell_dir, log)
+        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
+        records[index] = record
+        log(
+            f"[{index:>3}/{group.total}] seed={seed} batch={batch_size:<5} epochs={epochs:<4} teacher "
+            f"{100 * record['teacher_test_accuracy']:.2f}%  contrast {record['similarity_contrast']:.3f}  "
+            f"non-target entropy {record['nontarget_entropy']:.3f}  {config.method} student "
+            f"{100 * record['student_test_accuracy']:.2f}% ({100 * record['kd_gain']:+.2f})"
+        )
+    return records
+
+
+def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> dict:
+    """One cell of the sweet spot: its teachers (shared by the cells of its batch size), the baseline
+    student, the teacher's information and its distilled student."""
+    seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
+    start = time.perf_counter()
+    _train_sweet_spot_teachers(config, seed, batch_size, seed_dir, log)
+    arrays = synthetic.arrays(**config.data_options, seed=seed)
+    keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
+    splits = synthetic.splits(arrays, config.student_train.batch_size, seed)
+    baseline = _sweet_spot_student(
+        config, splits, "student", None, seed, os.path.join(seed_dir, "baseline_student")
+    )
+    teacher, _ = experiment.load_teacher(os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes)
+    logits = sweeps.logits_of(teacher, arrays.x_test)
+    information = teacher_information(
+        logits, arrays.y_test, arrays.class_parents, config.analysis_temperature
+    )
+    student = _sweet_spot_student(
+        config, splits, config.method, teacher, seed, os.path.join(cell_dir, config.method)
+    )
+    steps_per_epoch = config.data_options["train_examples"] // batch_size
+    return {
+        "tau": config.data_options.get("tau"),
+        **cell,
+        "teacher_steps": steps_per_epoch * epochs,
+        **information,
+        "student_method": config.method,
+        "student_test_accuracy": student["test_accuracy"],
+        "student_best_validation_accuracy": student["best_validation_accuracy"],
+        "baseline_test_accuracy": baseline["test_accuracy"],
+        "kd_gain": student["test_accuracy"] - baseline["test_accuracy"],
+        "wall_time_s": time.perf_counter() - start,
+        "hyperparameters": student["hyperparameters"],
+    }
+
+
+def grid_means(records: Sequence[dict], quantity: str) -> tuple[list[int], list[int], np.ndarray]:
+    """`(batch_sizes, epochs, [len(batch_sizes), len(epochs)] mean of quantity over seeds)`."""
+    batch_sizes = sorted({record["teacher_batch_size"] for record in records})
+    epochs = sorted({record["teacher_epochs"] for record in records})
+    sums = np.zeros((len(batch_sizes), len(epochs)))
+    counts = np.zeros_like(sums)
+    for record in records:
+        value = record.get(quantity)
+        if value is None:
+            continue
+        row, column = batch_sizes.index(record["teacher_batch_size"]), epochs.index(record["teacher_epochs"])
+        sums[row, column] += value
+        counts[row, column] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return batch_sizes, epochs, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+# What the predictors are related to: the KD student's accuracy, and how far it lands above its teacher
+# (similarity information should matter beyond the teacher's accuracy, which the student largely tracks).
+SWEET_SPOT_OUTCOMES = ("student_test_accuracy", "student_over_teacher")
+
+
+def with_derived(records: Sequence[dict]) -> list[dict]:
+    """The records with `student_over_teacher` (KD student minus teacher test accuracy) filled in."""
+    return [
+        {**record, "student_over_teacher": record["student_test_accuracy"] - record["teacher_test_accuracy"]}
+        for record in records
+    ]
+
+
+def sweet_spot_correlations(records: Sequence[dict]) -> dict:
+    """`{outcome: {predictor: {pearson, spearman, cells}}}` over grid cells (means over seeds)."""
+    records = with_derived(records)
+    correlations = {}
+    for outcome in SWEET_SPOT_OUTCOMES:
+        _, _, target = grid_means(records, outcome)
+        correlations[outcome] = {}
+        for predictor in SWEET_SPOT_PREDICTORS:
+            _, _, values = grid_means(records, predictor)
+            keep = np.isfinite(values) & np.isfinite(target)
+            correlations[outcome][predictor] = {
+                "pearson": analysis.pearson(values[keep], target[keep]),
+                "spearman": analysis.spearman(values[keep], target[keep]),
+                "cells": int(keep.sum()),
+            }
+    return correlations
+
+
+_HEATMAPS = {
+    "teacher_test_accuracy": ("teacher test accuracy (%)", 100.0),
+    "similarity_contrast": ("class-similarity contrast (within − across)", 1.0),
+    "nontarget_entropy": ("non-target entropy / log(M−1)", 1.0),
+    "student_test_accuracy": ("KD student test accuracy (%)", 100.0),
+    "kd_gain": ("KD student − hard-label student (points)", 100.0),
+    "student_over_teacher": ("KD student − its teacher (points)", 100.0),
+}
+
+
+def format_sweet_spot(records: Sequence[dict], correlations: dict) -> str:
+    records = with_derived(records)
+    lines = []
+    for quantity, (title, scale) in _HEATMAPS.items():
+        batch_sizes, epochs, means = grid_means(records, quantity)
+        lines.append(f"### {title}\n")
+        lines.append("| batch size \\ epochs | " + " | ".join(str(e) for e in epochs) + " |")
+        lines.append("|---|" + "---:|" * len(epochs))
+        digits = 2 if scale == 100.0 else 3
+        for row, batch_size in enumerate(batch_sizes):
+            lines.append(
+                f"| {batch_size} | "
+                + " | ".join(f"{scale * value:.{digits}f}" for value in means[row])
+                + " |"
+            )
+        lines.append("")
+    lines.append("### Correlations over grid cells (means over seeds)\n")
+    lines.append(
+        "| quantity | r with student accuracy | ρ with student accuracy | r with student − teacher "
+        "| ρ with student − teacher | cells |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for predictor in SWEET_SPOT_PREDICTORS:
+        numbers = [
+            correlations[outcome][predictor][name]
+            for outcome in SWEET_SPOT_OUTCOMES
+            for name in ("pearson", "spearman")
+        ]
+        cells = correlations[SWEET_SPOT_OUTCOMES[0]][predictor]["cells"]
+        lines.append(
+            f"| {predictor} | "
+            + " | ".join("–" if value is None else f"{value:+.3f}" for value in numbers)
+            + f" | {cells} |"
+        )
+    best = _best_cells(records)
+    lines.append(
+        f"\nBest teacher (test accuracy): batch {best['teacher'][0]}, {best['teacher'][1]} epochs. "
+        f"Best teacher to distil from (KD student accuracy): batch {best['student'][0]}, "
+        f"{best['student'][1]} epochs.\n"
+    )
+    return "\n".join(lines)
+
+
+def _best_cells(records) -> dict:
+    best = {}
+    for name, quantity in (("teacher", "teacher_test_accuracy"), ("student", "student_test_accuracy")):
+        batch_sizes, epochs, means = grid_means(records, quantity)
+        row, column = np.unravel_index(np.nanargmax(means), means.shape)
+        best[name] = (batch_sizes[row], epochs[column])
+    return best
+
+
+def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "") -> dict:
+    """Writes `sweet_spot.csv`, `results.json`, `results.md`, a heatmap PNG per quantity and a scatter."""
+    os.makedirs(output_dir, exist_ok=True)
+    records = with_derived(records)
+    sweeps.write_csv(os.path.join(output_dir, SWEET_SPOT_CSV), records, SWEET_SPOT_FIELDS)
+    correlations = sweet_spot_correlations(records)
+    figures = []
+    for quantity, (title, scale) in _HEATMAPS.items():
+        batch_sizes, epochs, means = grid_means(records, quantity)
+        figures.append(
+            plots.grid_heatmap(
+                scale * means,
+                row_labels=batch_sizes,
+                column_labels=epochs,
+                path=os.path.join(output_dir, f"sweet_spot_{quantity}.png"),
+                title=title,
+                xlabel="teacher epochs",
+                ylabel="teacher batch size",
+            )
+        )
+    panels = []
+    for predictor in SWEET_SPOT_PREDICTORS:
+        _, _, values = grid_means(records, predictor)
+        panels.append((_HEATMAPS[predictor][0], values.ravel() * _HEATMAPS[predictor][1]))
+    for outcome, name in zip(
+        SWEET_SPOT_OUTCOMES, ("sweet_spot_scatter", "sweet_spot_scatter_over_teacher"), strict=True
+    ):
+        _, _, target = grid_means(records, outcome)
+        figures.append(
+            plots.predictor_scatter(
+                panels,
+                100.0 * target.ravel(),
+                os.path.join(output_dir, f"{name}.png"),
+                ylabel=_HEATMAPS[outcome][0],
+            )
+        )
+    text = (
+        "# The teacher's sweet spot (batch size × epochs)\n\n"
+        + header
+        + "Means over seeds per grid cell; the similarity measures are of the teacher's test-set outputs.\n\n"
+        + format_sweet_spot(records, correlations)
+    )
+    atomic_write_text(os.path.join(output_dir, experiment.RESULTS_MARKDOWN), text)
+    atomic_write_text(
+        os.path.join(output_dir, experiment.RESULTS_JSON),
+        json.dumps({"records": list(records), "correlations": correlations}, indent=2) + "\n",
+    )
+    return {"correlations": correlations, "figures": figures}
