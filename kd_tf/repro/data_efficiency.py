@@ -217,6 +217,16 @@ def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict,
     }
 
 
+def _group_key(config):
+    """The cells of one setting and seed share a teacher."""
+
+    def key(cell: dict) -> tuple:
+        setting = {name: cell[name] for name in config.settings[0]} if config.settings else {}
+        return _setting_name(setting), cell["seed"]
+
+    return key
+
+
 def run_data_efficiency(
     config: DataEfficiencyConfig,
     output_dir: str,
@@ -231,18 +241,9 @@ def run_data_efficiency(
     The cells of one setting and seed share a teacher; with `jobs > 1` those groups train in that many
     worker processes (`kd_tf.parallel`), each printing its own progress lines.
     """
-    cells = config.cells()
-    groups: dict = {}
-    for index, cell in enumerate(cells, start=1):
-        setting = {key: cell[key] for key in config.settings[0]} if config.settings else {}
-        groups.setdefault(
-            (_setting_name(setting), cell["seed"]), sweeps.Group(config, output_dir, len(cells), [])
-        )
-        groups[(_setting_name(setting), cell["seed"])].members.append((index, cell))
-    found = sweeps.run_groups(
-        _data_efficiency_group, list(groups.values()), log, jobs, deterministic, config.precision
+    records = sweeps.run_grouped(
+        config, output_dir, _group_key(config), _data_efficiency_group, log, jobs, deterministic
     )
-    records = [found[index] for index in range(1, len(cells) + 1)]
     write_data_efficiency(output_dir, records, header)
     return records
 

@@ -38,21 +38,30 @@ class Group:
     members: list  # (1-based index in the sweep, cell)
 
 
-def run_groups(function, groups, log, jobs, deterministic, precision) -> dict:
-    """`function(group, log)` for every group, here or in `jobs` worker processes (which print their own
-    progress); returns {cell index: record}."""
+def run_grouped(config, output_dir: str, key, function, log, jobs: int, deterministic: bool) -> list[dict]:
+    """Every cell of `config.cells()`, grouped by `key(cell)` (the cells that share a teacher), each group
+    trained by `function(group, log)` here or in `jobs` worker processes (which print their own progress);
+    returns the cells' records in the sweep's order."""
+    cells = config.cells()
+    groups: dict = {}
+    for index, cell in enumerate(cells, start=1):
+        groups.setdefault(key(cell), Group(config, output_dir, len(cells), [])).members.append((index, cell))
     found = {}
     if jobs > 1 and len(groups) > 1:
         from kd_tf import parallel
 
         for _, records in parallel.run_unordered(
-            function, groups, min(jobs, len(groups)), deterministic=deterministic, precision=precision
+            function,
+            list(groups.values()),
+            min(jobs, len(groups)),
+            deterministic=deterministic,
+            precision=config.precision,
         ):
             found.update(records)
     else:
-        for group in groups:
+        for group in groups.values():
             found.update(function(group, log))
-    return found
+    return [found[index] for index in range(1, len(cells) + 1)]
 
 
 def write_csv(path: str, records: Sequence[dict], fields: Sequence[str]) -> None:

@@ -240,16 +240,9 @@ def run_sweet_spot(
     The cells of one seed share a baseline student; with `jobs > 1` the seeds train in that many worker
     processes (`kd_tf.parallel`), each printing its own progress lines.
     """
-    cells = config.cells()
-    groups: dict = {}
-    for index, cell in enumerate(cells, start=1):
-        groups.setdefault(cell["seed"], sweeps.Group(config, output_dir, len(cells), [])).members.append(
-            (index, cell)
-        )
-    found = sweeps.run_groups(
-        _sweet_spot_group, list(groups.values()), log, jobs, deterministic, config.precision
+    records = sweeps.run_grouped(
+        config, output_dir, lambda cell: cell["seed"], _sweet_spot_group, log, jobs, deterministic
     )
-    records = [found[index] for index in range(1, len(cells) + 1)]
     write_sweet_spot(output_dir, records, header)
     return records
 
