@@ -97,7 +97,7 @@ GROUPS = {
             FIGURES,
         ),
         (
-            "python -c \"from kd_tf import training; from kd_tf.repro import figures; figures.topk_sweep('runs/fig', "
+            "python -c \"from kd_tf import training; from kd_tf.repro import topk_sweep; topk_sweep.run('runs/fig', "
             '[1, 2, 3, 5, 10, 20, 40], columns=[0.9], train_config=training.TrainConfig(verbose=0))"',
             [],
         ),

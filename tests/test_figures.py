@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 import run  # noqa: F401 (defines the flags)
 from kd_tf import analysis, training
 from kd_tf.repro import config as run_config
-from kd_tf.repro import experiment, figures, modes
+from kd_tf.repro import experiment, figures, modes, topk_sweep
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024
@@ -64,7 +64,7 @@ def runs(tmp_path_factory):
     experiment.run_study(_study([], [0.0]), plain, log=quiet)
     experiment.run_study(_study(["student", "kd"], [0.9]), plain, log=quiet)
     experiment.run_study(_study([], [0.9], teacher_label_smoothing=0.1), smoothed, log=quiet)
-    sweep = figures.topk_sweep(
+    sweep = topk_sweep.run(
         plain,
         [2, 8],
         columns=[0.9],
@@ -224,7 +224,7 @@ def test_bad_arguments_are_refused(runs, tmp_path):
     with pytest.raises(ValueError, match="temperatures"):
         figures.analyze_run(runs["plain"], temperatures=(0.0, 4.0))
     with pytest.raises(ValueError, match="ks"):
-        figures.topk_sweep(runs["plain"], [0, 2])
+        topk_sweep.run(runs["plain"], [0, 2])
     with pytest.raises(ValueError, match="split"):
         figures.analyze_run(runs["plain"], split="dev", figures_dir=str(tmp_path / "f"), log=lambda m: None)
 
@@ -255,7 +255,7 @@ def test_run_reads_the_analyze_values_of_the_configuration(runs, tmp_path):
         flags.FLAGS.unparse_flags()
         flags.FLAGS(argv)
         options = modes.Run(run_config.from_flags(flags.FLAGS, argv))
-    figures.run(options)
+    modes.MODES["analyze", "classification"](options)
     summary = _strict_json(os.path.join(figures_dir, figures.SUMMARY_JSON))
     assert list(summary["cells"]) == ["tau=0.0_seed=0"]
     assert summary["temperatures"] == [1.0, 2.0] and summary["topk"] == 2
