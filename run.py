@@ -321,7 +321,7 @@ _TEACHER_CACHE = flags.DEFINE_enum(
 _TEACHER_CACHE_MAX_MB = flags.DEFINE_float(
     "teacher_cache_max_mb",
     4096.0,
-    "--dataset=ptb: the largest teacher payload (MB) a student holds in memory (KD-topk at k=5 takes 40 bytes "
+    "--dataset=ptb: the largest teacher payload (MB) a student caches and holds in memory (KD-topk at k=5 takes 40 bytes "
     "a token, 37 MB; KD's 10,000 logits a token would take 37 GB and stays online).",
     lower_bound=0,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -337,10 +338,7 @@ def build_cache(
             f"{loss.method_name!r} may hold class indices. Received: payload_dtype={payload_dtype!r}"
         )
 
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    building = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.building-", dir=parent)
-    try:
+    with _building(directory) as building:
         hasher = _DataHasher()
         position_shape = None
         raw_path = os.path.join(building, "payload.raw")
@@ -372,34 +370,121 @@ def build_cache(
             del raw_rows
             payload_file = PAYLOAD_NAME
         os.remove(raw_path)
-        loss_config = loss.get_config()
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "method": loss.method_name,
-            "loss_settings": _scalar_settings(loss_config),
-            "payload": spec,
-            "payload_file": payload_file,
-            "payload_shape": payload_shape,
-            "payload_dtype": payload_dtype if payload_file else None,
-            "bytes_per_position": spec["size"] * np.dtype(payload_dtype).itemsize,
-            "num_classes": num_classes,
-            "teacher_sha256": teacher_fingerprint(teacher),
-            "data": fingerprint,
-            "training_augmented": bool(augmented),
-        }
-        # The manifest is written last: a directory without one is never a cache.
-        _write_manifest(os.path.join(building, MANIFEST_NAME), manifest)
-        if os.path.exists(directory):
-            retired = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
-            os.replace(directory, os.path.join(retired, "cache"))
-            os.replace(building, directory)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(building, directory)
+        manifest = _manifest(
+            loss,
+            spec,
+            payload_file,
+            payload_shape,
+            payload_dtype,
+            num_classes,
+            teacher,
+            fingerprint,
+            augmented,
+        )
+        _publish(building, directory, manifest)
+    return load_cache(directory, loss=loss, teacher=manifest["teacher_sha256"])
+
+
+def write_cache(
+    directory: str,
+    loss: DistillationLoss,
+    payload: np.ndarray | None,
+    *,
+    inputs,
+    labels,
+    teacher: keras.Model,
+    num_classes: int,
+    overwrite: bool = False,
+) -> TeacherCache:
+    """Stores a payload computed elsewhere as the cache `build_cache` would write for the ordered examples
+    `(inputs, labels)`.
+
+    For a teacher that cannot be run example by example: a language model's carries its state across the
+    windows of a token stream (`kd_tf.language_model.teacher_payload_cache` computes its payload, one row
+    per lane of the stream: `[lanes, steps, payload_size]` for labels `[lanes, steps]`).
+
+    Args:
+        directory: where to write the cache.
+        loss: the `DistillationLoss` the payload serves.
+        payload: `loss.teacher_payload` of every example, `[*labels.shape, payload_size]`; `None` for a loss
+            that needs nothing per example.
+        inputs, labels: the examples, in the order of the payload's rows (fingerprinted).
+        teacher: the teacher that computed it (fingerprinted).
+        num_classes: the teacher's number of classes.
+        overwrite: replace an existing cache at `directory` (otherwise refused).
+    """
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and not overwrite:
+        raise ValueError(f"A teacher cache already exists at {directory}. Pass overwrite=True to replace it.")
+    spec = payload_spec(loss, num_classes)
+    labels = np.asarray(labels)
+    if spec["size"]:
+        payload = np.asarray(payload, np.float32)
+        if payload.shape != (*labels.shape, spec["size"]):
+            raise ValueError(
+                f"`payload` must have shape {(*labels.shape, spec['size'])} (the labels' shape, then "
+                f"{loss.method_name}'s {spec['size']} values). Received: payload.shape={payload.shape}"
+            )
+    elif payload is not None:
+        raise ValueError(f"{loss.method_name!r} needs nothing per example: pass `payload=None`.")
+    with _building(directory) as building:
+        payload_file = payload_shape = None
+        if spec["size"]:
+            np.save(os.path.join(building, PAYLOAD_NAME), payload)
+            payload_file, payload_shape = PAYLOAD_NAME, list(payload.shape)
+        fingerprint = data_fingerprint(inputs, labels)
+        manifest = _manifest(
+            loss, spec, payload_file, payload_shape, "float32", num_classes, teacher, fingerprint, False
+        )
+        _publish(building, directory, manifest)
+    return load_cache(directory, loss=loss, teacher=manifest["teacher_sha256"])
+
+
+def _manifest(
+    loss, spec, payload_file, payload_shape, payload_dtype, num_classes, teacher, fingerprint, augmented
+) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": loss.method_name,
+        "loss_settings": _scalar_settings(loss.get_config()),
+        "payload": spec,
+        "payload_file": payload_file,
+        "payload_shape": payload_shape,
+        "payload_dtype": payload_dtype if payload_file else None,
+        "bytes_per_position": spec["size"] * np.dtype(payload_dtype).itemsize,
+        "num_classes": num_classes,
+        "teacher_sha256": teacher_fingerprint(teacher),
+        "data": fingerprint,
+        "training_augmented": bool(augmented),
+    }
+
+
+@contextlib.contextmanager
+def _building(directory: str):
+    """A new directory beside `directory` to build a cache in (published by `_publish`), removed if the
+    build fails: a failed build never touches a cache already at `directory`."""
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    building = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.building-", dir=parent)
+    try:
+        yield building
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    return load_cache(directory, loss=loss, teacher=manifest["teacher_sha256"])
+
+
+def _publish(building: str, directory: str, manifest: dict) -> None:
+    """Writes the manifest (last: a directory without one is never a cache) and renames the finished
+    `building` directory to `directory`, replacing any cache there."""
+    _write_manifest(os.path.join(building, MANIFEST_NAME), manifest)
+    parent = os.path.dirname(directory)
+    if os.path.exists(directory):
+        retired = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
+        os.replace(directory, os.path.join(retired, "cache"))
+        os.replace(building, directory)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(building, directory)
 
 
 def load_cache(

@@ -130,6 +130,13 @@ def test_ptb_kd_topk_student_reads_a_topk_cache_and_matches_the_online_one(tmp_p
     assert cached["teacher_cache"] is True and online["teacher_cache"] is False
     for key in ("validation_perplexity", "test_perplexity"):
         assert cached[key] == pytest.approx(online[key], rel=1e-4)
+    # The payload is the one cache format of every dataset, in the student's directory, and a rerun of the
+    # student (here: a new run into it) reads it back instead of running the teacher again.
+    manifest = json.load(open(os.path.join(runs["on"], "teacher_cache", "manifest.json")))
+    assert manifest["method"] == "kd_topk" and manifest["payload_shape"][-1] == 2 * 5
+    again = check_ok(run_cli([*student, "--teacher_cache=on", f"--output_dir={runs['on']}", "--overwrite"]))
+    assert "Caching the teacher's outputs" not in again.stdout
+    assert results(runs["on"])[0]["test_perplexity"] == pytest.approx(cached["test_perplexity"], rel=1e-6)
     # KD's full logits over the vocabulary do not fit a 10 kB budget: refused with `on`, online with `auto`.
     kd = [
         "--flagfile=configs/ptb_kd.flags",

@@ -62,6 +62,47 @@ def test_round_trip_is_exact_and_the_manifest_describes_the_payload(tmp_path, te
     assert sorted(os.listdir(tmp_path)) == ["cache"]  # no temporary directory left behind
 
 
+def test_write_cache_stores_a_payload_computed_elsewhere_in_the_same_format(tmp_path, teacher):
+    inputs, labels = arrays()
+    loss = get_loss("kd_topk", topk=3)
+    built = teacher_cache.build_cache(teacher, loss, ordered(inputs, labels), tmp_path / "built")
+    written = teacher_cache.write_cache(
+        tmp_path / "written",
+        loss,
+        built.payload,
+        inputs=inputs,
+        labels=labels,
+        teacher=teacher,
+        num_classes=6,
+    )
+    loaded = teacher_cache.load_cache(tmp_path / "written", loss=loss, teacher=teacher, data=(inputs, labels))
+    np.testing.assert_array_equal(loaded.payload, written.payload)
+    np.testing.assert_array_equal(loaded.payload, built.payload)
+    assert loaded.manifest["data"] == built.manifest["data"]
+    with pytest.raises(ValueError, match="already exists"):
+        teacher_cache.write_cache(
+            tmp_path / "written",
+            loss,
+            built.payload,
+            inputs=inputs,
+            labels=labels,
+            teacher=teacher,
+            num_classes=6,
+        )
+    with pytest.raises(ValueError, match="must have shape"):
+        teacher_cache.write_cache(
+            tmp_path / "bad",
+            loss,
+            built.payload[:, :2],
+            inputs=inputs,
+            labels=labels,
+            teacher=teacher,
+            num_classes=6,
+        )
+    assert not os.path.exists(tmp_path / "bad")
+    assert sorted(os.listdir(tmp_path)) == ["built", "written"]  # no temporary directory left behind
+
+
 def test_full_logits_in_float16_are_the_rounded_float32_logits(tmp_path, teacher):
     inputs, labels = arrays()
     loss = get_loss("kd")

@@ -9,7 +9,7 @@ import keras
 
 import data.ptb
 import models
-from kd_tf import language_model, losses, training
+from kd_tf import language_model, losses, offline, teacher_cache, training
 from kd_tf.io import atomic_write_text
 from kd_tf.repro import experiment, paper
 
@@ -47,8 +47,8 @@ def run(options) -> None:
                 teacher = None  # LS, KD-sim: nothing per token from the teacher
     teacher_payloads = None
     if teacher is not None and loss is not None and _cached(options, corpus, loss):
-        print("Caching the teacher's outputs over the training text (--teacher_cache)...", flush=True)
-        teacher_payloads, teacher = language_model.teacher_payload_cache(teacher, corpus, loss), None
+        places = dict.fromkeys([options.output_dir, options.final_output_dir])
+        teacher_payloads, teacher = _teacher_payloads(teacher, corpus, loss, list(places)), None
     result = language_model.train_language_model(
         model=model,
         corpus=corpus,
@@ -115,10 +115,42 @@ def run(options) -> None:
     print("\n" + table)
 
 
+def _teacher_payloads(teacher, corpus, loss, output_dirs: list[str]):
+    """The teacher's payload over the training text, read from a teacher cache (`teacher_cache/` in one of
+    `output_dirs`, the cache format of every dataset: `kd_tf.teacher_cache`) that fits this teacher, loss and
+    text, or computed and stored in the first of them (a resumed or repeated student reads it back)."""
+    lanes = corpus.lanes("train")
+    examples = {"inputs": lanes[:, :-1], "labels": lanes[:, 1:]}
+    for output_dir in output_dirs:
+        try:
+            cached = teacher_cache.load_cache(
+                os.path.join(output_dir, offline.CACHE_DIR),
+                loss=loss,
+                teacher=teacher,
+                data=(examples["inputs"], examples["labels"]),
+            )
+        except (FileNotFoundError, ValueError):
+            continue
+        print(f"Reading the teacher's outputs from {cached.directory}.", flush=True)
+        return cached.payload
+    print("Caching the teacher's outputs over the training text (--teacher_cache)...", flush=True)
+    payload = language_model.teacher_payload_cache(teacher, corpus, loss)
+    cached = teacher_cache.write_cache(
+        os.path.join(output_dirs[0], offline.CACHE_DIR),
+        loss,
+        payload,
+        teacher=teacher,
+        num_classes=corpus.num_words,
+        overwrite=True,
+        **examples,
+    )
+    return cached.payload
+
+
 def _cached(options, corpus, loss) -> bool:
-    """Whether the student reads its teacher's per-token payload from memory (`--teacher_cache`): where the
-    payload of every training position fits `--teacher_cache_max_mb` (KD-topk's 2k numbers a token do, KD's
-    full logits over the vocabulary do not)."""
+    """Whether the student reads its teacher's per-token payload from a teacher cache (`--teacher_cache`):
+    where the payload of every training position fits `--teacher_cache_max_mb` (KD-topk's 2k numbers a token
+    do, KD's full logits over the vocabulary do not)."""
     mode = options.teacher_cache()
     if mode == "off":
         return False
