@@ -66,40 +66,16 @@ def test_write_cache_stores_a_payload_computed_elsewhere_in_the_same_format(tmp_
     inputs, labels = arrays()
     loss = get_loss("kd_topk", topk=3)
     built = teacher_cache.build_cache(teacher, loss, ordered(inputs, labels), tmp_path / "built")
-    written = teacher_cache.write_cache(
-        tmp_path / "written",
-        loss,
-        built.payload,
-        inputs=inputs,
-        labels=labels,
-        teacher=teacher,
-        num_classes=6,
-    )
+    examples = {"inputs": inputs, "labels": labels, "teacher": teacher, "num_classes": NUM_CLASSES}
+    written = teacher_cache.write_cache(tmp_path / "written", loss, built.payload, **examples)
     loaded = teacher_cache.load_cache(tmp_path / "written", loss=loss, teacher=teacher, data=(inputs, labels))
     np.testing.assert_array_equal(loaded.payload, written.payload)
     np.testing.assert_array_equal(loaded.payload, built.payload)
     assert loaded.manifest["data"] == built.manifest["data"]
     with pytest.raises(ValueError, match="already exists"):
-        teacher_cache.write_cache(
-            tmp_path / "written",
-            loss,
-            built.payload,
-            inputs=inputs,
-            labels=labels,
-            teacher=teacher,
-            num_classes=6,
-        )
+        teacher_cache.write_cache(tmp_path / "written", loss, built.payload, **examples)
     with pytest.raises(ValueError, match="must have shape"):
-        teacher_cache.write_cache(
-            tmp_path / "bad",
-            loss,
-            built.payload[:, :2],
-            inputs=inputs,
-            labels=labels,
-            teacher=teacher,
-            num_classes=6,
-        )
-    assert not os.path.exists(tmp_path / "bad")
+        teacher_cache.write_cache(tmp_path / "bad", loss, built.payload[:, :2], **examples)
     assert sorted(os.listdir(tmp_path)) == ["built", "written"]  # no temporary directory left behind
 
 
