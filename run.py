@@ -38,6 +38,7 @@ with _quiet_native_start():
 
     import data as datasets
     import models
+    from data import synthetic
     from kd_tf import losses, runtime
     from kd_tf.schedules import SCHEDULES
 
@@ -173,6 +174,14 @@ _TASK_SEED = flags.DEFINE_integer(
     lower_bound=0,
 )
 _DIFFICULTY = flags.DEFINE_integer("difficulty", 2, "Synthetic: sine terms m_d.", lower_bound=0)
+_TASK_KIND = flags.DEFINE_enum(
+    "task_kind",
+    synthetic.SHARED_SINE,
+    synthetic.TASK_KINDS,
+    "Synthetic: the labelling rule. shared_sine: one f(s) = s + Σ sin(α_i s + β_i) for every class (the "
+    "paper's task; how non-linear its labels are depends on the task seed more than on --difficulty); "
+    "per_class_sine: each class its own terms, so --difficulty sets how far the labels are from linear.",
+)
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
     "train_examples", 5_000, "Synthetic: training examples.", lower_bound=1
 )

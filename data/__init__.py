@@ -68,6 +68,9 @@ class Facts:
         needs_data_dir: whether `load` needs `data_dir` (the data is nowhere else).
         kind: "classification" (one label per example) or "language_model" (a token stream, trained by
             its own loop).
+        measures: `(options, seed) -> dict` of numbers a run records about its data (the synthetic task's
+            label non-linearity), or `None`.
+        describe_measures: `measures -> str`, those numbers in one line for a person, or `None`.
     """
 
     default_models: tuple[str, str]
@@ -77,6 +80,8 @@ class Facts:
     train_examples: int | Callable[[dict], int] | None = None
     needs_data_dir: bool = False
     kind: str = "classification"
+    measures: Callable[[dict, int], dict] | None = None
+    describe_measures: Callable[[dict], str] | None = None
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes
@@ -86,6 +91,14 @@ class Facts:
 
     def examples(self, options: dict) -> int | None:
         return self.train_examples(options) if callable(self.train_examples) else self.train_examples
+
+    def measure(self, options: dict, seed: int) -> dict:
+        """What a run records about the data `load(**options, seed=seed)` gives (`{}` for most datasets)."""
+        return self.measures(options, seed) if self.measures else {}
+
+    def describe(self, measures: dict) -> str:
+        """`measures` in one line, or "" when there are none."""
+        return self.describe_measures(measures) if measures and self.describe_measures else ""
 
     def options(self, flag_value: Callable[[str], object]) -> dict:
         """The `load` options, given `flag_value(name)`, the value of the flag `name`."""

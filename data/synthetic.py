@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -305,14 +306,34 @@ def arrays(
         ("test_examples", test_examples),
     ):
         _check_positive_int(name, value)
-    own_task_seed, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
+    _, train_seed, validation_seed, test_seed = np.random.SeedSequence(seed).spawn(4)
+    task = task_of(num_classes, num_superclasses, dim, tau, difficulty, seed, task_seed, task_kind)
+    x_train, y_train = task.sample(train_examples, np.random.default_rng(train_seed))
+    x_validation, y_validation = task.sample(validation_examples, np.random.default_rng(validation_seed))
+    x_test, y_test = task.sample(test_examples, np.random.default_rng(test_seed))
+    return SyntheticArrays(task, x_train, y_train, x_validation, y_validation, x_test, y_test)
+
+
+def task_of(
+    num_classes: int = 40,
+    num_superclasses: int = 4,
+    dim: int = 64,
+    tau: float = 0.5,
+    difficulty: int = 2,
+    seed: int = 0,
+    task_seed: int | None = None,
+    task_kind: str = SHARED_SINE,
+    **unused,
+) -> SyntheticTask:
+    """The task `arrays` (and `load`) build for these options, without sampling any data."""
+    own_task_seed = np.random.SeedSequence(seed).spawn(4)[0]
     if task_seed is not None:
         if isinstance(task_seed, bool) or not isinstance(task_seed, int | np.integer) or task_seed < 0:
             raise ValueError(
                 f"`task_seed` must be None or a non-negative integer. Received: task_seed={task_seed!r}"
             )
         own_task_seed = np.random.SeedSequence(task_seed).spawn(4)[0]
-    task = make_task(
+    return make_task(
         num_classes,
         num_superclasses,
         dim,
@@ -321,10 +342,32 @@ def arrays(
         np.random.default_rng(own_task_seed),
         task_kind=task_kind,
     )
-    x_train, y_train = task.sample(train_examples, np.random.default_rng(train_seed))
-    x_validation, y_validation = task.sample(validation_examples, np.random.default_rng(validation_seed))
-    x_test, y_test = task.sample(test_examples, np.random.default_rng(test_seed))
-    return SyntheticArrays(task, x_train, y_train, x_validation, y_validation, x_test, y_test)
+
+
+def measures(options: dict, seed: int) -> dict[str, float]:
+    """`label_nonlinearity` of the task `load(**options, seed=seed)` trains on: what every synthetic run
+    records and prints (`FACTS.measures`). Remembered per task, so the cells of a table measure it once."""
+    task_options = {name: options[name] for name in _TASK_OPTIONS if name in options}
+    return dict(_measures(tuple(sorted(task_options.items())), seed))
+
+
+_TASK_OPTIONS = ("num_classes", "num_superclasses", "dim", "tau", "difficulty", "task_seed", "task_kind")
+
+
+@functools.lru_cache(maxsize=256)
+def _measures(task_options: tuple, seed: int) -> tuple:
+    options = dict(task_options)
+    if options.get("task_seed") is not None:
+        seed = 0  # the task does not depend on the data seed
+    return tuple(label_nonlinearity(task_of(**options, seed=seed)).items())
+
+
+def describe_measures(measures: dict) -> str:
+    """The label non-linearity in one line."""
+    return (
+        f"labels off the linear argmax: {100 * measures['differs_from_linear_argmax']:.1f}% of inputs; "
+        f"a linear classifier fits {100 * measures['linear_accuracy']:.1f}%"
+    )
 
 
 def load(
@@ -476,6 +519,7 @@ FACTS = Facts(
             "dim",
             "difficulty",
             "task_seed",
+            "task_kind",
             "train_examples",
             "validation_examples",
             "test_examples",
@@ -484,4 +528,6 @@ FACTS = Facts(
     num_classes=lambda options: options["num_classes"],
     class_parents=_class_parents,
     train_examples=lambda options: options["train_examples"],
+    measures=measures,
+    describe_measures=describe_measures,
 )

@@ -1,6 +1,7 @@
 """Tests of the synthetic task's kinds ("shared_sine", "per_class_sine") and of `label_nonlinearity`."""
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -161,3 +162,47 @@ def test_an_unknown_kind_is_refused_by_name(task_kind):
 def test_the_measure_refuses_too_few_inputs(num_inputs):
     with pytest.raises(ValueError, match="`num_inputs`.*Received: num_inputs="):
         synthetic.label_nonlinearity(_task(0, 0), num_inputs=num_inputs)
+
+
+def test_every_synthetic_run_records_and_prints_its_label_nonlinearity(tmp_path):
+    """`run.py --task_kind=...` as a user runs it: the teacher's progress line, the table's notes and every
+    record say how far the task's labels are from linear, the numbers `synthetic.measures` gives."""
+    from cli_process import TINY, run_cli
+
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    common = [*TINY, "--task_kind=per_class_sine", "--difficulty=4"]
+    teacher = run_cli([*common, "--mode=teacher", f"--output_dir={teacher_dir}"])
+    assert teacher.returncode == 0, teacher.stderr
+    (record,) = json.load(open(teacher_dir / "results.json"))
+    options = record["data_options"]
+    assert options["task_kind"] == "per_class_sine" and options["difficulty"] == 4
+    expected = synthetic.measures(options, record["seed"])
+    assert record["data_measures"] == pytest.approx(expected)
+    assert expected["differs_from_linear_argmax"] > 0.1  # 4 per-class terms move many labels
+    line = f"labels off the linear argmax: {100 * expected['differs_from_linear_argmax']:.1f}% of inputs"
+    assert line in teacher.stdout and line in open(teacher_dir / "results.md").read()
+    # The student distils on the teacher's task (its kind comes from the teacher) and records it too.
+    student = run_cli(
+        [
+            *TINY,
+            "--difficulty=4",
+            "--mode=student",
+            f"--teacher_dir={teacher_dir}",
+            f"--output_dir={student_dir}",
+        ]
+    )
+    assert student.returncode == 0, student.stderr
+    (record,) = json.load(open(student_dir / "results.json"))
+    assert record["data_options"]["task_kind"] == "per_class_sine"
+    assert record["data_measures"] == pytest.approx(expected)
+    # Asking for another kind than the teacher's task is refused.
+    other = run_cli(
+        [
+            *common,
+            "--task_kind=shared_sine",
+            "--mode=student",
+            f"--teacher_dir={teacher_dir}",
+            "--output_dir=x",
+        ]
+    )
+    assert other.returncode != 0 and "task_kind='per_class_sine'" in other.stderr + other.stdout

@@ -115,12 +115,13 @@ class DataEfficiencyConfig:
 @dataclasses.dataclass
 class _Task:
     """One setting and seed: the arrays (the teacher's examples first, then the students' pool), the
-    teacher and its test predictions."""
+    teacher, its test predictions and the task's label non-linearity (`synthetic.measures`)."""
 
     arrays: synthetic.SyntheticArrays
     teacher: keras.Model
     teacher_record: dict
     teacher_test_predictions: np.ndarray
+    measures: dict
 
 
 def _setting_name(setting: dict) -> str:
@@ -152,6 +153,7 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
         teacher=teacher,
         teacher_record=teacher_record,
         teacher_test_predictions=np.argmax(teacher_logits, axis=-1),
+        measures=synthetic.measures(data_options, seed),
     )
 
 
@@ -214,6 +216,7 @@ def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict,
         "teacher_test_accuracy": task.teacher_record["test_accuracy"],
         "wall_time_s": result["wall_time_s"],
         "hyperparameters": hyperparameters,
+        "data_measures": task.measures,
     }
 
 
@@ -262,9 +265,10 @@ def _data_efficiency_group(group: sweeps.Group, log: Callable[[str], None] = swe
             nonlocal task
             if task is None:
                 task = _prepare_task(config, setting, cell["seed"], os.path.join(setting_dir, "teacher"))
+                data = synthetic.describe_measures(task.measures)
                 log(
                     f"teacher {_setting_name(setting)} seed={cell['seed']}: test accuracy "
-                    f"{100 * task.teacher_record['test_accuracy']:.2f}%"
+                    f"{100 * task.teacher_record['test_accuracy']:.2f}%; {data}"
                 )
             return _data_efficiency_cell(config, task, cell, cell_dir)
 

@@ -540,7 +540,7 @@ def _jsonable(values: dict) -> dict:
 
 def _record(study, role, method, seed, data_options, result, hyperparameters) -> dict:
     column_value = data_options.get(study.column_key, study.dataset)
-    return {
+    record = {
         "dataset": study.dataset,
         study.column_key: column_value,
         "seed": seed,
@@ -549,15 +549,37 @@ def _record(study, role, method, seed, data_options, result, hyperparameters) ->
         "model": study.teacher_model if role == "teacher" else study.student_model,
         "hyperparameters": hyperparameters,
         "data_options": _jsonable(data_options),
+    }
+    measures = datasets.facts(study.dataset).measure(data_options, seed)
+    if measures:
+        record["data_measures"] = measures
+    return {
+        **record,
         "epochs": (study.teacher_train if role == "teacher" else study.student_train).epochs,
         **result,
     }
 
 
+def describe_data(records: Sequence[dict], column_key: str) -> list[str]:
+    """One line per column and seed of `records` saying what its dataset measures of the data (the synthetic
+    task's label non-linearity); none for a dataset that measures nothing."""
+    lines = {}
+    for record in records:
+        text = datasets.facts(record["dataset"]).describe(record.get("data_measures", {}))
+        key = (record.get(column_key), record["seed"])
+        if text and key not in lines:
+            lines[key] = f"{column_key}={key[0]} seed={key[1]}: {text}"
+    return list(lines.values())
+
+
 def _progress(done, total, column_key, column_value, seed, method, record) -> str:
-    return (
+    line = (
         f"[{done:>3}/{total}] {column_key}={column_value} seed={seed} {method:<10} "
         f"test accuracy {100 * record['test_accuracy']:.2f}%  "
         f"(best validation {100 * record['best_validation_accuracy']:.2f}% at epoch {record['best_epoch']}, "
         f"{record['wall_time_s']:.0f} s)"
     )
+    if record["role"] == "teacher":
+        described = datasets.facts(record["dataset"]).describe(record.get("data_measures", {}))
+        line += f"\n      data: {described}" if described else ""
+    return line

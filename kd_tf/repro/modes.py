@@ -334,6 +334,7 @@ def _run_table(options: Run) -> None:
         f"Command: `{options.config.command}`\n\n"
     )
     table = experiment.format_table(records, study.column_key, paper=options.paper_column())
+    table += _data_lines(records, study.column_key)
     if options.dataset == "synthetic":
         table += (
             "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
@@ -401,8 +402,16 @@ def _run_student(options: Run) -> None:
     _finish_single(options, [record], study.column_key)
 
 
+def _data_lines(records, column_key) -> str:
+    """What the dataset measured of the data of each column (the synthetic task's label non-linearity), as
+    a markdown list under the table; "" when it measures nothing."""
+    lines = experiment.describe_data(records, column_key)
+    return "\nThe data:\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
+
+
 def _finish_single(options: Run, records, column_key) -> None:
     table = experiment.format_table(records, column_key, paper=options.paper_column())
+    table += _data_lines(records, column_key)
     header = f"# {options.dataset}\n\nCommand: `{options.config.command}`\n\n"
     experiment.write_results(options.output_dir, records, table, header)
     print("\n" + table)

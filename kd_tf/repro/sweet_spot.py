@@ -203,7 +203,8 @@ def _train_sweet_spot_teachers(
     train_config = dataclasses.replace(
         config.teacher_train, batch_size=batch_size, epochs=max(config.epoch_grid)
     )
-    log(f"teacher seed={seed} batch={batch_size}: {train_config.epochs} epochs")
+    data = synthetic.describe_measures(synthetic.measures(config.data_options, seed))
+    log(f"teacher seed={seed} batch={batch_size}: {train_config.epochs} epochs; {data}")
     training.train(
         student=teacher,
         teacher=None,
@@ -290,6 +291,7 @@ def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> d
     return {
         "tau": config.data_options.get("tau"),
         **cell,
+        "data_measures": synthetic.measures(config.data_options, seed),
         "teacher_steps": steps_per_epoch * epochs,
         **information,
         "student_method": config.method,
