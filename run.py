@@ -47,7 +47,7 @@ with _quiet_native_start():
 
         tf.config.list_physical_devices()  # the accelerator probe, while its messages are hidden
 
-MODES = ("table", "teacher", "student", "analyze", "data_efficiency", "sweet_spot")
+MODES = ("table", "teacher", "student", "analyze", "data_efficiency", "sweet_spot", "regime_map")
 
 # What to run.
 _MODE = flags.DEFINE_enum(
@@ -58,7 +58,8 @@ _MODE = flags.DEFINE_enum(
     "train and save a teacher; student: distil one method from --teacher_dir; "
     "analyze: figures and numbers from a finished table run; data_efficiency: accuracy against "
     "training-set size (Phuong & Lampert 2019); sweet_spot: teachers over batch size x epochs and the KD "
-    "students they give.",
+    "students they give; regime_map: where the paper's synthetic claims hold, over training-set size x "
+    "student width x task difficulty x τ x task seed.",
 )
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", datasets.NAMES, "Dataset.")
 _DATA_DIR = flags.DEFINE_string(
@@ -71,7 +72,7 @@ _OUTPUT_DIR = flags.DEFINE_string(
     None,
     "Where results, checkpoints and figures go. Default per mode: runs/synthetic_table1 (the synthetic table, "
     "and what --mode=analyze reads), runs/DATASET_table, runs/DATASET_teacher, runs/DATASET_METHOD (student), "
-    "runs/data_efficiency, runs/sweet_spot.",
+    "runs/data_efficiency, runs/sweet_spot, runs/regime_map.",
 )
 _TEACHER_DIR = flags.DEFINE_string("teacher_dir", None, "A --mode=teacher output directory (--mode=student).")
 _OVERWRITE = flags.DEFINE_bool(
@@ -126,16 +127,18 @@ _FIGURES_DIR = flags.DEFINE_string(
     "figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures)."
 )
 
-# The companion-paper sweeps (--mode=data_efficiency, --mode=sweet_spot; synthetic data).
+# The sweeps (--mode=data_efficiency, --mode=sweet_spot, --mode=regime_map; synthetic data).
 _QUICK = flags.DEFINE_bool(
     "quick",
     False,
-    "data_efficiency / sweet_spot: a seconds-long version (tiny task and grid) that checks the bookkeeping.",
+    "data_efficiency / sweet_spot / regime_map: a seconds-long version (tiny task and grid) that checks the "
+    "bookkeeping.",
 )
 _TRAIN_SIZES = flags.DEFINE_list(
     "train_sizes",
     ["1000", "2000", "5000", "10000", "20000", "50000", "100000"],
-    "data_efficiency: student training-set sizes (prefixes of one pool).",
+    "data_efficiency: student training-set sizes (prefixes of one pool); regime_map: training-set sizes "
+    "(default 5000,50000).",
 )
 _STUDENT_MODELS = flags.DEFINE_list(
     "student_models", ["mlp", "linear", "deep_linear"], "data_efficiency: student architectures."
@@ -143,17 +146,33 @@ _STUDENT_MODELS = flags.DEFINE_list(
 _STUDENT_STEPS = flags.DEFINE_integer(
     "student_steps",
     3000,
-    "data_efficiency: training steps of every student, whatever its size.",
+    "data_efficiency, regime_map: training steps of every student, whatever its training-set size.",
     lower_bound=1,
 )
 _EVALUATIONS = flags.DEFINE_integer(
-    "evaluations", 10, "data_efficiency: validation checks per student (the best is kept).", lower_bound=1
+    "evaluations",
+    10,
+    "data_efficiency, regime_map: validation checks per student (the best is kept).",
+    lower_bound=1,
 )
 _TEACHER_EXAMPLES = flags.DEFINE_integer(
     "teacher_examples", 50_000, "data_efficiency: the teacher's own training examples.", lower_bound=1
 )
 _DIFFICULTIES = flags.DEFINE_list(
-    "difficulties", [], "data_efficiency: task difficulties to sweep (default: --difficulty)."
+    "difficulties",
+    [],
+    "data_efficiency: task difficulties to sweep (default: --difficulty); regime_map: default 1,4.",
+)
+_STUDENT_WIDTHS = flags.DEFINE_list(
+    "student_widths", ["8", "32", "128"], "regime_map: student widths (8 is capacity-bound at M = 40)."
+)
+_GRID_TEMPERATURES = flags.DEFINE_list(
+    "grid_temperatures",
+    ["1", "4"],
+    "regime_map: temperatures T searched per method and cell (with --grid_alphas; best validation wins).",
+)
+_GRID_ALPHAS = flags.DEFINE_list(
+    "grid_alphas", ["0.3", "0.9"], "regime_map: soft-loss weights λ (alpha) searched per method and cell."
 )
 _TEACHER_BATCH_SIZES = flags.DEFINE_list(
     "teacher_batch_sizes", ["16", "64", "256", "1024", "4096"], "sweet_spot: teacher batch sizes."
@@ -311,7 +330,7 @@ _SYNC_BATCH_NORM = flags.DEFINE_bool(
 _JOBS = flags.DEFINE_integer(
     "jobs",
     None,
-    "--mode=table, data_efficiency, sweet_spot: trainings at a time, each in its own worker process (a "
+    "--mode=table, data_efficiency, sweet_spot, regime_map: trainings at a time, each in its own worker process (a "
     "table's teachers first, each teacher's students once it has finished; a sweep's groups of cells that "
     "share a teacher), threads split among them. Default: one per CPU core under --strategy=default "
     "without accelerators, else 1.",
@@ -377,8 +396,28 @@ def _positive_integers(values) -> bool:
     return bool(values) and all(value.isdigit() and int(value) > 0 for value in values)
 
 
-for _name in ("train_sizes", "teacher_batch_sizes", "teacher_epoch_grid"):
+for _name in ("train_sizes", "teacher_batch_sizes", "teacher_epoch_grid", "student_widths"):
     flags.register_validator(_name, _positive_integers, f"--{_name} must be a list of positive integers")
+
+
+def _positive_numbers(values) -> bool:
+    try:
+        return bool(values) and all(float(value) > 0 for value in values)
+    except ValueError:
+        return False
+
+
+flags.register_validator(
+    "grid_temperatures", _positive_numbers, "--grid_temperatures must be a list of positive numbers"
+)
+
+
+@flags.validator("grid_alphas", "--grid_alphas must be a list of numbers in [0, 1]")
+def _alphas_in_range(values):
+    try:
+        return bool(values) and all(0.0 <= float(value) <= 1.0 for value in values)
+    except ValueError:
+        return False
 
 
 @flags.validator("difficulties", "--difficulties must be a list of non-negative integers")

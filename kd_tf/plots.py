@@ -333,6 +333,44 @@ def grid_heatmap(values, row_labels, column_labels, path, title: str, xlabel: st
     return _save(figure, path)
 
 
+def claim_heatmaps(panels, row_labels, column_labels, path) -> str:
+    """Side-by-side heatmaps of one grid of cells, one per `(title, values, threshold)` panel: a diverging
+    colour scale centred on `threshold` (where a claim starts to hold), each cell's value written in it and
+    empty cells (NaN) left white."""
+    figure = _new_figure(1.6 + 2.4 * len(panels), 1.2 + 0.45 * len(row_labels))
+    axes = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
+    for axis, (title, values, threshold) in zip(axes, panels, strict=True):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(row_labels), len(column_labels)):
+            raise ValueError(
+                f"Panel {title!r} must have shape ({len(row_labels)}, {len(column_labels)}). "
+                f"Received: {values.shape}"
+            )
+        finite = values[np.isfinite(values)]
+        reach = float(np.abs(finite - threshold).max()) if finite.size else 1.0
+        reach = reach or 1.0
+        axis.imshow(
+            np.ma.masked_invalid(values),
+            cmap="RdBu",
+            vmin=threshold - reach,
+            vmax=threshold + reach,
+            aspect="auto",
+        )
+        for (row, column), value in np.ndenumerate(values):
+            axis.text(
+                column,
+                row,
+                "–" if not np.isfinite(value) else f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
+        axis.set_xticks(range(len(column_labels)), [str(label) for label in column_labels], fontsize=7)
+        axis.set_yticks(range(len(row_labels)), [str(label) for label in row_labels], fontsize=7)
+        axis.set_title(title, fontsize=8)
+    return _save(figure, path)
+
+
 def predictor_scatter(panels: Sequence[tuple[str, np.ndarray]], outcome, path, ylabel: str) -> str:
     """One scatter panel per `(name, values)` against the same `outcome`, titled with Pearson's r."""
     outcome = np.asarray(outcome, dtype=np.float64).ravel()

@@ -18,7 +18,7 @@ from kd_tf.repro import config as config_module
 from kd_tf.repro import experiment, outputs
 from kd_tf.repro.config import UserError
 
-WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot")
+WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot", "regime_map")
 SWEEPS = config_module.SWEEPS
 MULTI_WORKER_MODES = ("table", "teacher", "student")
 # Strategies under which students can train on a teacher cache (`--teacher_cache`).
@@ -63,7 +63,7 @@ class _Checker:
         mode = self.config.mode
         if mode in ("student", "sweet_spot"):
             return [self.config.method]
-        if mode == "table" or mode == "data_efficiency":
+        if mode in ("table", "data_efficiency", "regime_map"):
             return list(self.config.methods)
         if mode == "analyze" and self.config.analysis.topk_sweep:
             return ["kd_topk"]
@@ -192,8 +192,23 @@ class _Checker:
                 "--mode=sweet_spot reads every epoch count off one teacher run, which needs "
                 f"--lr_schedule=constant. Received: --lr_schedule={config.student.lr_schedule}"
             )
+        if config.mode == "regime_map" and "student" in config.methods:
+            raise UserError(
+                "--mode=regime_map always trains the hard-label Student: give only distilled methods in "
+                f"--methods. Received: --methods={','.join(config.methods)}"
+            )
         if config.sweeps.quick:
             return
+        if config.mode == "regime_map":
+            smallest = min(config.sweeps.train_sizes)
+            for flag, batch_size in (("batch_size", config.student.batch_size),):
+                if batch_size > smallest:
+                    raise UserError(f"--{flag}={batch_size} exceeds the smallest --train_sizes ({smallest}).")
+            if config.sweeps.student_steps < config.sweeps.evaluations:
+                raise UserError(
+                    f"--student_steps={config.sweeps.student_steps} must be at least "
+                    f"--evaluations={config.sweeps.evaluations}."
+                )
         if config.mode == "data_efficiency" and config.student.batch_size > min(
             int(size) for size in config.sweeps.train_sizes
         ):

@@ -42,7 +42,21 @@ PRESETS = {
     }
 }
 
-SWEEPS = ("data_efficiency", "sweet_spot")
+# What a mode runs when the user does not say otherwise (a user's value always wins): the regime map's grid
+# (BUILD.md, "The regime map").
+MODE_PRESETS = {
+    "regime_map": {
+        "train_sizes": ["5000", "50000"],
+        "difficulties": ["1", "4"],
+        "task_kind": "per_class_sine",
+        "taus": ["0.0", "0.9"],
+        "seeds": ["0", "1", "2"],
+        "methods": ["kd", "kd_pt", "kd_sim", "kd_topk"],
+        "student_steps": 2000,
+    }
+}
+
+SWEEPS = ("data_efficiency", "sweet_spot", "regime_map")
 
 
 class UserError(Exception):
@@ -104,7 +118,7 @@ class Runtime:
 
 @dataclasses.dataclass(frozen=True)
 class Sweeps:
-    """`--mode=data_efficiency` and `--mode=sweet_spot`."""
+    """`--mode=data_efficiency`, `--mode=sweet_spot` and `--mode=regime_map`."""
 
     quick: bool
     train_sizes: tuple[int, ...]
@@ -115,6 +129,9 @@ class Sweeps:
     difficulties: tuple[int, ...]
     teacher_batch_sizes: tuple[int, ...]
     teacher_epoch_grid: tuple[int, ...]
+    student_widths: tuple[int, ...]
+    grid_temperatures: tuple[float, ...]
+    grid_alphas: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,17 +258,18 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     set_by_user = frozenset(name for name in flag_values if flag_values[name].present)
     on_command_line = _named_on_command_line(argv, flag_values)
     preset = PRESETS.get(flag_values.dataset, {})
+    preset_flags = {**preset.get("flags", {}), **MODE_PRESETS.get(flag_values.mode, {})}
 
     def value(name: str):
-        if name in preset.get("flags", {}) and name not in set_by_user:
-            return preset["flags"][name]
+        if name in preset_flags and name not in set_by_user:
+            return preset_flags[name]
         return flag_values[name].value
 
     sources = {}
     for name in flag_values:
         if name in set_by_user:
             sources[name] = COMMAND_LINE if name in on_command_line else FLAGFILE
-        elif name in preset.get("flags", {}):
+        elif name in preset_flags:
             sources[name] = PRESET
         else:
             sources[name] = DEFAULT
@@ -265,8 +283,8 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     if "student_model" not in set_by_user:
         sources["student_model"] = PRESET
 
-    methods = tuple(flag_values.methods)
-    if "methods" not in set_by_user:
+    methods = tuple(value("methods"))
+    if "methods" not in set_by_user and "methods" not in preset_flags:
         if facts.hierarchy(facts.options(value)) is None:
             methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
         if flag_values.mode == "data_efficiency":
@@ -315,14 +333,14 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         dataset=dataset,
         method=flag_values.method,
         methods=methods,
-        seeds=tuple(int(seed) for seed in flag_values.seeds),
+        seeds=tuple(int(seed) for seed in value("seeds")),
         output_dir=flag_values.output_dir
         or default_output_dir(flag_values.mode, dataset, flag_values.method),
         teacher_dir=flag_values.teacher_dir,
         overwrite=flag_values.overwrite,
         dry_run=flag_values.dry_run,
         data_dir=flag_values.data_dir,
-        taus=tuple(float(tau) for tau in flag_values.taus),
+        taus=tuple(float(tau) for tau in value("taus")),
         data_options=_frozen(facts.options(value)),
         teacher_model=teacher_model,
         student_model=student_model,
@@ -350,12 +368,15 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         ),
         sweeps=Sweeps(
             quick=flag_values.quick,
-            train_sizes=tuple(int(v) for v in flag_values.train_sizes),
+            train_sizes=tuple(int(v) for v in value("train_sizes")),
             student_models=tuple(flag_values.student_models),
-            student_steps=flag_values.student_steps,
+            student_steps=value("student_steps"),
             evaluations=flag_values.evaluations,
             teacher_examples=flag_values.teacher_examples,
-            difficulties=tuple(int(v) for v in flag_values.difficulties),
+            difficulties=tuple(int(v) for v in value("difficulties")),
+            student_widths=tuple(int(v) for v in value("student_widths")),
+            grid_temperatures=tuple(float(v) for v in value("grid_temperatures")),
+            grid_alphas=tuple(float(v) for v in value("grid_alphas")),
             teacher_batch_sizes=tuple(int(v) for v in flag_values.teacher_batch_sizes),
             teacher_epoch_grid=tuple(int(v) for v in flag_values.teacher_epoch_grid),
         ),

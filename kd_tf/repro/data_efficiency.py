@@ -83,11 +83,7 @@ class DataEfficiencyConfig:
                 "The batch size must not exceed the smallest training-set size. Received: "
                 f"batch_size={self.student_train.batch_size}, train_sizes={sizes}"
             )
-        if self.evaluations <= 0 or self.student_steps < self.evaluations:
-            raise ValueError(
-                "`student_steps` must be at least `evaluations` (> 0). Received: "
-                f"student_steps={self.student_steps}, evaluations={self.evaluations}"
-            )
+        sweeps.check_steps(self.student_steps, self.evaluations)
         if self.teacher_train.batch_size > self.teacher_examples:
             raise ValueError(
                 "The teacher's batch size must not exceed `teacher_examples`. Received: "
@@ -143,7 +139,7 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
     teacher_splits = synthetic.splits(
         arrays, config.teacher_train.batch_size, seed, train_count=config.teacher_examples
     )
-    study = _teacher_study(config, data_options)
+    study = sweeps.teacher_study(config, data_options)
     teacher_record, teacher = experiment.train_teacher(
         study, teacher_splits, {**data_options, "train_examples": config.teacher_examples}, seed, directory
     )
@@ -154,26 +150,6 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
         teacher_record=teacher_record,
         teacher_test_predictions=np.argmax(teacher_logits, axis=-1),
         measures=synthetic.measures(data_options, seed),
-    )
-
-
-def _teacher_study(config, data_options: dict) -> experiment.StudyConfig:
-    return experiment.StudyConfig(
-        dataset="synthetic",
-        methods=(),
-        seeds=(),
-        settings=(),
-        column_key="tau",
-        data_options=data_options,
-        teacher_model=config.teacher_model,
-        teacher_model_options=config.teacher_model_options,
-        student_model="",
-        student_model_options={},
-        teacher_train=config.teacher_train,
-        student_train=config.student_train,
-        hyperparameters={},
-        method_overrides={},
-        precision=config.precision,
     )
 
 

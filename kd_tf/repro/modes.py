@@ -482,6 +482,7 @@ MODES = {
     ("analyze", "classification"): _run_analyze,
     ("data_efficiency", "classification"): _run_study_sweep,
     ("sweet_spot", "classification"): _run_study_sweep,
+    ("regime_map", "classification"): _run_study_sweep,
     ("teacher", "language_model"): _run_language_model,
     ("student", "language_model"): _run_language_model,
 }

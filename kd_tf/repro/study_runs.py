@@ -1,11 +1,11 @@
-"""`run.py --mode=data_efficiency | sweet_spot`: the companion-paper sweeps, configured from the run's `Config`."""
+"""`run.py --mode=data_efficiency | sweet_spot | regime_map`: the sweeps, configured from the run's `Config`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 
-from kd_tf.repro import data_efficiency, experiment, sweet_spot
+from kd_tf.repro import data_efficiency, experiment, regime_map, sweet_spot
 
 # The default class similarity of each sweep when --taus is not given: the data-efficiency sweep compares
 # well-separated classes with near-duplicate ones; the sweet spot needs super-class structure to measure.
@@ -38,6 +38,18 @@ QUICK_DATA_EFFICIENCY = {
     "evaluations": 2,
 }
 QUICK_SWEET_SPOT = {"batch_sizes": (32, 128), "epoch_grid": (1, 2), "taus": (0.5,)}
+QUICK_REGIME_MAP = {
+    "train_sizes": (128, 256),
+    "student_widths": (4,),
+    "difficulties": (1,),
+    "taus": (0.0, 0.8),
+    "seeds": (0,),
+    "methods": ("kd", "kd_pt", "kd_sim"),
+    "temperatures": (1.0, 4.0),
+    "alphas": (0.9,),
+    "student_steps": 8,
+    "evaluations": 2,
+}
 QUICK_TRAIN = {"batch_size": 32, "epochs": 2, "jit_compile": False, "steps_per_execution": 1, "verbose": 0}
 QUICK_WIDTHS = {"teacher": 16, "student": 4}
 
@@ -50,6 +62,16 @@ def run(options) -> None:
         # One group of cells per setting and seed (they share a teacher), `--jobs` groups at a time.
         parallel_options["jobs"] = _jobs(options, len(config.settings or [{}]) * len(config.seeds))
         data_efficiency.run_data_efficiency(config, options.output_dir, header=header, **parallel_options)
+    elif options.config.mode == "regime_map":
+        config = regime_map_config(options)
+        # One group of cells per (size, difficulty, τ, seed): they share a teacher and its cache.
+        groups = len(config.train_sizes) * len(config.difficulties) * len(config.taus) * len(config.seeds)
+        parallel_options["jobs"] = _jobs(options, groups)
+        print(
+            f"Regime map: {groups} teachers, {len(config.cells())} students -> {options.output_dir}",
+            flush=True,
+        )
+        regime_map.run_regime_map(config, options.output_dir, header=header, **parallel_options)
     else:
         config = sweet_spot_config(options)
         # One group of cells per seed (they share a baseline student), `--jobs` groups at a time.
@@ -149,23 +171,30 @@ def sweet_spot_config(options) -> sweet_spot.SweetSpotConfig:
     else:
         batch_sizes = list(config.sweeps.teacher_batch_sizes)
         epoch_grid = list(config.sweeps.teacher_epoch_grid)
-    teacher_train, student_train = _train_configs(options)
     return sweet_spot.SweetSpotConfig(
         batch_sizes=batch_sizes,
         epoch_grid=epoch_grid,
         seeds=options.seeds if config.was_set("seeds") or config.sweeps.quick else list(SWEET_SPOT_SEEDS),
         data_options=data_options,
-        teacher_model=options.teacher_model,
-        teacher_model_options=_model_options(options, "teacher", options.teacher_model),
-        student_model=options.student_model,
-        student_model_options=_model_options(options, "student", options.student_model),
-        teacher_train=teacher_train,
-        student_train=student_train,
         method=config.method,
-        hyperparameters=options.hyperparameters(),
-        method_overrides=options.method_overrides,
-        precision=config.runtime.precision,
+        **_models_and_training(options),
     )
+
+
+def _models_and_training(options) -> dict:
+    """The sweep configs' teacher and student (architecture, options, training), method values, precision."""
+    teacher_train, student_train = _train_configs(options)
+    return {
+        "teacher_model": options.teacher_model,
+        "teacher_model_options": _model_options(options, "teacher", options.teacher_model),
+        "student_model": options.student_model,
+        "student_model_options": _model_options(options, "student", options.student_model),
+        "teacher_train": teacher_train,
+        "student_train": student_train,
+        "hyperparameters": options.hyperparameters(),
+        "method_overrides": options.method_overrides,
+        "precision": options.config.runtime.precision,
+    }
 
 
 def _jobs(options, groups: int) -> int:
@@ -175,3 +204,37 @@ def _jobs(options, groups: int) -> int:
 
         print(f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).", flush=True)
     return jobs
+
+
+def regime_map_config(options) -> regime_map.RegimeMapConfig:
+    config = options.config
+    sweeps = config.sweeps
+    if sweeps.quick:
+        grid = QUICK_REGIME_MAP
+    else:
+        grid = {
+            "train_sizes": sweeps.train_sizes,
+            "student_widths": sweeps.student_widths,
+            "difficulties": sweeps.difficulties or (config.data_options["difficulty"],),
+            "taus": config.taus,
+            "seeds": config.seeds,
+            "methods": config.methods,
+            "temperatures": sweeps.grid_temperatures,
+            "alphas": sweeps.grid_alphas,
+            "student_steps": sweeps.student_steps,
+            "evaluations": sweeps.evaluations,
+        }
+    return regime_map.RegimeMapConfig(
+        train_sizes=list(grid["train_sizes"]),
+        student_widths=list(grid["student_widths"]),
+        difficulties=list(grid["difficulties"]),
+        taus=list(grid["taus"]),
+        seeds=list(grid["seeds"]),
+        methods=list(grid["methods"]),
+        temperatures=list(grid["temperatures"]),
+        alphas=list(grid["alphas"]),
+        data_options=_data_options(options),
+        student_steps=grid["student_steps"],
+        evaluations=grid["evaluations"],
+        **_models_and_training(options),
+    )

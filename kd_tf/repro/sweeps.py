@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from kd_tf.io import atomic_write_text
+from kd_tf.repro import experiment
 
 
 def print_now(line: str) -> None:
@@ -71,3 +72,36 @@ def write_csv(path: str, records: Sequence[dict], fields: Sequence[str]) -> None
     for record in records:
         writer.writerow({name: record.get(name) for name in fields})
     atomic_write_text(path, buffer.getvalue())
+
+
+def teacher_study(config, data_options: dict, teacher_cache: str = "off"):
+    """The `experiment.StudyConfig` that `experiment.train_teacher` needs to train a sweep's teacher (`config`:
+    a sweep's config, with its teacher's model, options and training), its outputs cached for its students
+    when `teacher_cache` says so (`kd_tf.offline.MODES`)."""
+    return experiment.StudyConfig(
+        dataset="synthetic",
+        methods=(),
+        seeds=(),
+        settings=(),
+        column_key="tau",
+        data_options=data_options,
+        teacher_model=config.teacher_model,
+        teacher_model_options=config.teacher_model_options,
+        student_model="",
+        student_model_options={},
+        teacher_train=config.teacher_train,
+        student_train=config.student_train,
+        hyperparameters={},
+        method_overrides={},
+        precision=config.precision,
+        teacher_cache=teacher_cache,
+    )
+
+
+def check_steps(student_steps: int, evaluations: int) -> None:
+    """A sweep whose students train a fixed number of steps checks the best of `evaluations` along them."""
+    if evaluations <= 0 or student_steps < evaluations:
+        raise ValueError(
+            "`student_steps` must be at least `evaluations` (> 0). Received: "
+            f"student_steps={student_steps}, evaluations={evaluations}"
+        )
