@@ -65,6 +65,7 @@ GROUPS = {
         ("python run.py --mode=data_efficiency", QUICK),
         ("python run.py --mode=sweet_spot", QUICK),
         ("python run.py --flagfile=configs/data_efficiency_difficulty.flags", QUICK),
+        ("python run.py --flagfile=configs/regime_map.flags", QUICK),
     ],
     "sweeps_verbatim": [  # the same output directories as above: a scratch directory of their own
         ("python run.py --mode=data_efficiency --quick", []),
