@@ -62,7 +62,8 @@ def _run(command: list[str]) -> None:
     completed = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=3600)
     if completed.returncode:
         raise RuntimeError(
-            f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}"
+            f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
+            f"stderr:\n{completed.stderr[-3000:]}"
         )
 
 
