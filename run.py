@@ -192,6 +192,12 @@ _TASK_SEED = flags.DEFINE_integer(
     "Synthetic: seed of the task (class vectors, sine constants); --seeds then vary data and models only.",
     lower_bound=0,
 )
+_TASK_SEEDS = flags.DEFINE_list(
+    "task_seeds",
+    [],
+    "Synthetic --mode=table: several tasks; each τ column is then the mean ± std over every task seed × "
+    "--seeds (default: the one task of --task_seed).",
+)
 _DIFFICULTY = flags.DEFINE_integer("difficulty", 2, "Synthetic: sine terms m_d.", lower_bound=0)
 _TASK_KIND = flags.DEFINE_enum(
     "task_kind",
@@ -418,6 +424,11 @@ def _alphas_in_range(values):
         return bool(values) and all(0.0 <= float(value) <= 1.0 for value in values)
     except ValueError:
         return False
+
+
+@flags.validator("task_seeds", "--task_seeds must be a list of non-negative integers")
+def _task_seeds_are_integers(values):
+    return all(value.isdigit() for value in values)
 
 
 @flags.validator("difficulties", "--difficulties must be a list of non-negative integers")

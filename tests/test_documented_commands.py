@@ -59,6 +59,10 @@ GROUPS = {
     "synthetic": [
         ("python run.py", SYNTHETIC),
         ("python run.py --flagfile=configs/synthetic_table1.flags", [*SYNTHETIC, "--methods=kd"]),
+        (
+            "python run.py --flagfile=configs/synthetic_table1_tasks.flags",
+            [*SYNTHETIC, "--methods=kd", "--seeds=0", "--task_seeds=0,1"],
+        ),
         ("python run.py --helpfull", [], 1),  # absl's help flags exit with 1
     ],
     "sweeps": [

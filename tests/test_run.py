@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -248,3 +249,24 @@ def test_an_explicit_multi_step_call_over_several_replicas_is_refused(strategies
         # The default 8 becomes one step per call, recorded in the config.
         options.one_step_per_call = checks.one_step_per_call(config, mirrored)
         assert options.train_config("student", verbose=0).steps_per_execution == 1
+
+
+def test_a_table_over_several_tasks_averages_each_column_over_tasks_and_seeds(tmp_path):
+    output_dir = tmp_path / "tasks"
+    run_in_process([*TINY, "--methods=student", "--task_seeds=0,3", f"--output_dir={output_dir}"])
+    records = json.load(open(output_dir / "results.json"))
+    assert sorted((r["data_options"]["task_seed"], r["role"]) for r in records) == [
+        (0, "student"),
+        (0, "teacher"),
+        (3, "student"),
+        (3, "teacher"),
+    ]
+    assert sorted(os.listdir(output_dir / "runs")) == ["tau=0.8,task_seed=0", "tau=0.8,task_seed=3"]
+    text = open(output_dir / "results.md").read()
+    assert "mean ± std over task seeds 0, 3 × seeds 0" in text
+    student = [100 * r["test_accuracy"] for r in records if r["role"] == "student"]
+    mean, std = np.mean(student), np.std(student, ddof=1)  # the sample std, as every table
+    assert f"| Student | {mean:.2f} ± {std:.2f} |" in text
+    assert "tau=0.8 task_seed=3 seed=0: labels off the linear argmax" in text
+    with pytest.raises(modes.UserError, match="--task_seeds is for --mode=table"):
+        run_in_process([*TINY, "--mode=teacher", "--task_seeds=0,3", f"--output_dir={tmp_path / 'teacher'}"])

@@ -90,6 +90,11 @@ class _Checker:
                         f"--method(s) {method} needs a class hierarchy, and --dataset={self.config.dataset} has none "
                         f"(it works with: {', '.join(with_hierarchy)})."
                     )
+        if config.task_seeds and (config.mode != "table" or "task_seed" not in facts.option_flags):
+            raise UserError(
+                f"--task_seeds is for --mode=table on a dataset with task seeds (--task_seed); received "
+                f"--mode={config.mode} --dataset={config.dataset}."
+            )
         if facts.needs_data_dir and not config.data_dir:
             self._missing(
                 f"--dataset={self.config.dataset} needs --data_dir (see BUILD.md for preparing the data)."

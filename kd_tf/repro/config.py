@@ -170,6 +170,7 @@ class Config:
         mode, dataset, method, methods, seeds, teacher_dir, overwrite, dry_run, data_dir: the flags.
         output_dir: `--output_dir`, or the mode's default directory.
         taus: the synthetic class similarities, one table column each.
+        task_seeds: the synthetic tasks a table's columns average over (empty: `--task_seed` alone).
         data_options: the options of the dataset's `load` (its `Facts.option_flags`).
         teacher_model, student_model: the architectures (the dataset's defaults unless set).
         models: what the models' builder options come from (`model_options`).
@@ -196,6 +197,7 @@ class Config:
     dry_run: bool
     data_dir: str | None
     taus: tuple[float, ...]
+    task_seeds: tuple[int, ...]
     data_options: Mapping
     teacher_model: str
     student_model: str
@@ -341,6 +343,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         dry_run=flag_values.dry_run,
         data_dir=flag_values.data_dir,
         taus=tuple(float(tau) for tau in value("taus")),
+        task_seeds=tuple(int(seed) for seed in flag_values.task_seeds),
         data_options=_frozen(facts.options(value)),
         teacher_model=teacher_model,
         student_model=student_model,

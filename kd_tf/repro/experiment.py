@@ -403,10 +403,10 @@ def run_study(
     done = 0
     records = []
     for setting in study.settings:
-        column_value = setting[study.column_key]
+        column_value = _column_text(study.column_key, setting)
         for seed in study.seeds:
             data_options = {**study.data_options, **setting}
-            cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
+            cell_dir = _cell_dir(output_dir, study.column_key, setting, seed)
             teacher_record, teacher = train_teacher(
                 study,
                 cell_splits(study, data_options, seed),
@@ -433,6 +433,18 @@ def run_study(
                 log(_progress(done, total, study.column_key, column_value, seed, method, record))
                 records.append(record)
     return records
+
+
+def _column_text(column_key: str, setting: dict) -> str:
+    """A setting's column value for progress lines, with its other options (`0.5 task_seed=2`)."""
+    return f"{setting[column_key]}" + "".join(f" {k}={v}" for k, v in setting.items() if k != column_key)
+
+
+def _cell_dir(output_dir: str, column_key: str, setting: dict, seed: int) -> str:
+    """`runs/<column>=<value>[,<option>=<value>...]/seed=<seed>`: a setting's other options (a synthetic
+    table's task seeds) name the directory beside its column."""
+    others = "".join(f",{key}={value}" for key, value in setting.items() if key != column_key)
+    return os.path.join(output_dir, "runs", f"{column_key}={setting[column_key]}{others}", f"seed={seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,10 +493,10 @@ def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[
 
     teachers, students_of = [], {}
     for setting in study.settings:
-        column_value = setting[study.column_key]
+        column_value = _column_text(study.column_key, setting)
         for seed in study.seeds:
             data_options = {**study.data_options, **setting}
-            cell_dir = os.path.join(output_dir, "runs", f"{study.column_key}={column_value}", f"seed={seed}")
+            cell_dir = _cell_dir(output_dir, study.column_key, setting, seed)
             teacher = _Cell(study, column_value, seed, data_options, os.path.join(cell_dir, "teacher"))
             teachers.append(teacher)
             students_of[teacher.directory] = [
@@ -561,15 +573,31 @@ def _record(study, role, method, seed, data_options, result, hyperparameters) ->
 
 
 def describe_data(records: Sequence[dict], column_key: str) -> list[str]:
-    """One line per column and seed of `records` saying what its dataset measures of the data (the synthetic
-    task's label non-linearity); none for a dataset that measures nothing."""
+    """One line per setting (its column and any data option that varies between the records, e.g. a task
+    seed) and seed of `records`, saying what its dataset measures of the data (the synthetic task's label
+    non-linearity); none for a dataset that measures nothing."""
+    varying = varying_options(records, column_key)
     lines = {}
     for record in records:
         text = datasets.facts(record["dataset"]).describe(record.get("data_measures", {}))
-        key = (record.get(column_key), record["seed"])
+        key = (setting_label(record, column_key, varying), record["seed"])
         if text and key not in lines:
-            lines[key] = f"{column_key}={key[0]} seed={key[1]}: {text}"
+            lines[key] = f"{key[0]} seed={key[1]}: {text}"
     return list(lines.values())
+
+
+def varying_options(records: Sequence[dict], column_key: str) -> list[str]:
+    """The data options besides `column_key` whose value differs between `records` (a table over tasks)."""
+    names = sorted({name for record in records for name in record.get("data_options", {})} - {column_key})
+    return [name for name in names if len({repr(r.get("data_options", {}).get(name)) for r in records}) > 1]
+
+
+def setting_label(record: dict, column_key: str, varying: Sequence[str] = ()) -> str:
+    """`tau=0.5`, or `tau=0.5 task_seed=2` where `task_seed` is one of the `varying` options."""
+    options = record.get("data_options", {})
+    return f"{column_key}={record.get(column_key)}" + "".join(
+        f" {name}={options.get(name)}" for name in varying
+    )
 
 
 def _progress(done, total, column_key, column_value, seed, method, record) -> str:

@@ -285,6 +285,8 @@ def _study(options: Run) -> experiment.StudyConfig:
     config = options.config
     if options.dataset == "synthetic":
         settings = [{"tau": float(tau)} for tau in config.taus]
+        if config.task_seeds:  # each τ column over every task (and each task over --seeds)
+            settings = [{**setting, "task_seed": task} for setting in settings for task in config.task_seeds]
         column_key = "tau"
     else:
         settings = [{"dataset": options.dataset}]
@@ -315,7 +317,9 @@ def _study(options: Run) -> experiment.StudyConfig:
 def _run_table(options: Run) -> None:
     study = _study(options)
     print(
-        f"Table: {options.dataset}, {len(study.settings)} column(s) × {len(study.seeds)} seed(s) × "
+        f"Table: {options.dataset}, {len({s[study.column_key] for s in study.settings})} column(s) × "
+        + (f"{len(options.config.task_seeds)} task(s) × " if options.config.task_seeds else "")
+        + f"{len(study.seeds)} seed(s) × "
         f"(teacher + {len(study.methods)} methods) -> {options.output_dir}"
     )
     jobs = options.jobs(len(study.settings) * len(study.seeds) * max(1, len(study.methods)))
@@ -329,6 +333,11 @@ def _run_table(options: Run) -> None:
         if len(study.seeds) > 1
         else f"one seed ({study.seeds[0]})"
     )
+    if options.config.task_seeds:
+        seeds = (
+            f"mean ± std over task seeds {', '.join(map(str, options.config.task_seeds))} × seeds "
+            f"{', '.join(map(str, study.seeds))}"
+        )
     header = (
         f"# {options.dataset}: test accuracy (%) at the best validation epoch, {seeds}\n\n"
         f"Command: `{options.config.command}`\n\n"

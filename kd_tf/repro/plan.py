@@ -32,6 +32,8 @@ def text(config: config_module.Config, missing: list[str], replaces_results: boo
         lines.append(f"  {option} = {value!r} [{sources[flag]}]")
     if config.dataset == "synthetic":
         lines.append(f"  taus = {', '.join(f'{tau:g}' for tau in config.taus)} [{sources['taus']}]")
+        if config.task_seeds:
+            lines.append(f"  task_seeds = {', '.join(map(str, config.task_seeds))} [{sources['task_seeds']}]")
     examples = facts.examples(dict(config.data_options))
     roles = _roles(config)
     for role in roles:
