@@ -25,7 +25,7 @@ def record(n, tau, seed, method, test, validation, teacher, temperature=None, al
         "test_accuracy": test,
         "best_validation_accuracy": validation,
         "teacher_test_accuracy": teacher,
-        "differs_from_linear_argmax": 0.3,
+        "data_measures": {"differs_from_linear_argmax": 0.3},
     }
 
 
@@ -86,6 +86,7 @@ def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "labels off the linear argmax" in done.stdout  # every teacher's task, measured
     rows = list(csv.DictReader(open(output_dir / "regime_map.csv")))
+    assert all(0 < float(row["differs_from_linear_argmax"]) < 1 for row in rows)  # the measures as columns
     # 2 sizes × 2 τ × 1 seed groups; 1 width × (Student + 3 methods × 2 temperatures) students each.
     assert len(rows) == 4 * 7
     assert {row["method"] for row in rows} == {"student", "kd", "kd_pt", "kd_sim"}

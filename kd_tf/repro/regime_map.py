@@ -227,7 +227,6 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
         "teacher_cache": result["teacher_cache"],
         "hyperparameters": hyperparameters,
         "data_measures": teacher.measures,
-        **{name: teacher.measures[name] for name in ("differs_from_linear_argmax", "linear_accuracy")},
         "wall_time_s": result["wall_time_s"],
     }
 
@@ -303,7 +302,7 @@ def summarize(records: Sequence[dict]) -> list[dict]:
         key = (record["train_examples"], record["difficulty"], record["width"], record["tau"], record["seed"])
         accuracy.setdefault(key, {})[record["method"]] = 100 * record["test_accuracy"]
         accuracy[key]["teacher"] = 100 * record["teacher_test_accuracy"]
-        accuracy[key]["differs"] = record["differs_from_linear_argmax"]
+        accuracy[key]["differs"] = record["data_measures"]["differs_from_linear_argmax"]
     taus = sorted({key[3] for key in accuracy})
     seeds = sorted({key[4] for key in accuracy})
     low, high = taus[0], taus[-1]
@@ -390,7 +389,9 @@ def write_regime_map(output_dir: str, records: Sequence[dict], config: RegimeMap
     """Writes `regime_map.csv` (one row per trained student), `regime_map_claims.csv` (one per map cell),
     `results.json`, `results.md` and the heatmaps."""
     os.makedirs(output_dir, exist_ok=True)
-    sweeps.write_csv(os.path.join(output_dir, REGIME_MAP_CSV), records, FIELDS)
+    # The CSV's one row per student carries the task's measures as columns of their own.
+    flat = [{**record, **record.get("data_measures", {})} for record in records]
+    sweeps.write_csv(os.path.join(output_dir, REGIME_MAP_CSV), flat, FIELDS)
     rows = summarize(records)
     taus = sorted(config.taus)
     columns = list(dict.fromkeys(name for row in rows for name in row))
