@@ -595,9 +595,8 @@ def varying_options(records: Sequence[dict], column_key: str) -> list[str]:
 def setting_label(record: dict, column_key: str, varying: Sequence[str] = ()) -> str:
     """`tau=0.5`, or `tau=0.5 task_seed=2` where `task_seed` is one of the `varying` options."""
     options = record.get("data_options", {})
-    return f"{column_key}={record.get(column_key)}" + "".join(
-        f" {name}={options.get(name)}" for name in varying
-    )
+    setting = {column_key: record.get(column_key), **{name: options.get(name) for name in varying}}
+    return f"{column_key}={_column_text(column_key, setting)}"
 
 
 def _progress(done, total, column_key, column_value, seed, method, record) -> str:
