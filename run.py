@@ -246,6 +246,12 @@ _CROP_PADDING = flags.DEFINE_integer(
     "CIFAR-100: zero padding before the random 32x32 crop: 2 (36x36, the legacy code) or 4 (TF2's).",
     lower_bound=0,
 )
+_TRAIN_PER_CLASS = flags.DEFINE_integer(
+    "train_per_class",
+    None,
+    "Digits: training images kept per class (default: all, 1,437 images); the test images stay the same.",
+    lower_bound=1,
+)
 _IMAGENET_RESIZE = flags.DEFINE_enum(
     "imagenet_resize",
     "tf1_bicubic",

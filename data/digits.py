@@ -25,6 +25,48 @@ def images_and_labels(image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndar
     return np.repeat(images, 3, axis=-1), digits.target.astype(np.int32)
 
 
+def split_indices(
+    labels: np.ndarray, test_fraction: float = 0.2, split_seed: int = 0, train_per_class: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of the training and test digits: a stratified split, then optionally fewer training images.
+
+    The stratified split depends on `split_seed` only. `train_per_class` keeps the first that many images of
+    each class in the split's (random) training order, the others dropped: a smaller training set of the same
+    classes, a subset of the full one, and the same test set.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction}")
+    if train_per_class is not None and train_per_class < 1:
+        raise ValueError(
+            f"`train_per_class` must be >= 1 or None. Received: train_per_class={train_per_class}"
+        )
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed
+    )
+    if train_per_class is not None:
+        # Rank of each training image among the earlier ones of its class, in the split's order.
+        train_labels = labels[train]
+        rank = np.zeros(len(train), dtype=np.int64)
+        seen = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for position, label in enumerate(train_labels):
+            rank[position] = seen[label]
+            seen[label] += 1
+        train = train[rank < train_per_class]
+    return train, test
+
+
+def train_examples(options: dict) -> int:
+    """The number of training images `load(**options)` gives."""
+    labels = load_digits().target
+    train, _ = split_indices(
+        labels,
+        options.get("test_fraction", 0.2),
+        options.get("split_seed", 0),
+        options.get("train_per_class"),
+    )
+    return len(train)
+
+
 def load(
     batch_size: int = 64,
     seed: int = 0,
@@ -32,6 +74,7 @@ def load(
     color_augment: bool = False,
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    train_per_class: int | None = None,
     **unused,
 ) -> Splits:
     """Returns the digits as batched `(image, label)` pipelines: a stratified train/test split.
@@ -42,7 +85,8 @@ def load(
     no random flip: a mirrored digit is a different symbol or none (2, 3, 4, 7, 9).
 
     The split depends on `split_seed` only, so runs with different `seed`s (shuffle and augmentation) are
-    evaluated on the same test images.
+    evaluated on the same test images; `train_per_class` trains on fewer images of each class (a subset of
+    the full training split, `split_indices`) and tests on the same images.
 
     Args:
         batch_size: examples per batch.
@@ -52,15 +96,14 @@ def load(
             does nothing on grey images). Off by default.
         test_fraction: share of each class held out for testing (0.2 gives 1,437 train / 360 test).
         split_seed: seed of the stratified train/test split.
+        train_per_class: training images kept per class (`None`: all, 1,437 in all at the default split).
         **unused: options meant for other datasets, ignored.
     """
     del unused
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction}")
     images, labels = images_and_labels()
-    train_images, test_images, train_labels, test_labels = train_test_split(
-        images, labels, test_size=test_fraction, stratify=labels, random_state=split_seed
-    )
+    train, test = split_indices(labels, test_fraction, split_seed, train_per_class)
+    train_images, test_images = images[train], images[test]
+    train_labels, test_labels = labels[train], labels[test]
     return image_ops.image_splits(
         tf.data.Dataset.from_tensor_slices((train_images, train_labels)),
         tf.data.Dataset.from_tensor_slices((test_images, test_labels)),
@@ -84,7 +127,7 @@ def teacher_cache_refusal(options: dict) -> str | None:
 FACTS = Facts(
     default_models=("resnet56", "resnet20"),
     # Its own augmentation, not CIFAR's flags: no colour jitter, padding 2.
-    option_flags={"data_dir": "data_dir", "augment": "augment"},
+    option_flags={"data_dir": "data_dir", "augment": "augment", "train_per_class": "train_per_class"},
     num_classes=NUM_CLASSES,
-    train_examples=TRAIN_EXAMPLES,
+    train_examples=train_examples,
 )

@@ -10,6 +10,7 @@ _BUILDERS = {
     "mlp": ("models.mlp", "mlp"),
     "linear": ("models.linear", "linear"),
     "deep_linear": ("models.linear", "deep_linear"),
+    "resnet8": ("models.resnet_cifar", "resnet8"),
     "resnet20": ("models.resnet_cifar", "resnet20"),
     "resnet32": ("models.resnet_cifar", "resnet32"),
     "resnet56": ("models.resnet_cifar", "resnet56"),

@@ -30,7 +30,7 @@ def deep_linear(
 
     Args:
         num_classes: number of classes `M`.
-        input_shape: shape of one input, `(dim,)`.
+        input_shape: shape of one input: `(dim,)`, or several axes (an image) flattened into one.
         width: units of every hidden factor.
         depth: number of weight matrices; 1 is the plain linear classifier.
         weight_decay: rate on `tf.nn.l2_loss` (`Σw²/2`) of every kernel.
@@ -38,14 +38,15 @@ def deep_linear(
         **unused: options meant for other models, ignored.
 
     Returns:
-        A `keras.Model` mapping `[batch, dim]` inputs to `[batch, num_classes]` float32 logits; its last
+        A `keras.Model` mapping `[batch, *input_shape]` inputs to `[batch, num_classes]` float32 logits; its last
         layer is named `"logits"`.
     """
     _check(num_classes, width, depth, weight_decay)
     # Keras' `L2(c)` adds `c·Σw²`, so TF's `rate·l2_loss` needs `c = rate / 2`.
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay > 0 else None
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    hidden = inputs
+    # Images (or any input of more than one axis) are flattened into one vector of features.
+    hidden = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for layer in range(1, depth):
         hidden = keras.layers.Dense(
             width, use_bias=False, kernel_regularizer=regularizer, name=f"factor_{layer}"

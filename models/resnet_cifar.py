@@ -227,6 +227,11 @@ def resnet(
     return keras.Model(inputs, logits, name=name)
 
 
+def resnet8(num_classes: int, **options) -> keras.Model:
+    """ResNet-8 (n = 1, one unit a stage: a small student); `options` as in `resnet`."""
+    return resnet(8, num_classes, **options)
+
+
 def resnet20(num_classes: int, **options) -> keras.Model:
     """ResNet-20 (n = 3, the paper's CIFAR student); `options` as in `resnet`."""
     return resnet(20, num_classes, **options)

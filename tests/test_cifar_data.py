@@ -232,6 +232,24 @@ def test_digits_split_does_not_depend_on_training_seed():
     assert np.abs(_images(first.train)[:64] - _images(second.train)[:64]).max() > 0.5
 
 
+def test_digits_fewer_training_images_per_class_keep_the_test_images():
+    full = digits.load(batch_size=10, augment=False)
+    fewer = digits.load(batch_size=10, augment=False, train_per_class=20)
+    assert fewer.train_examples == 200 == digits.train_examples({"train_per_class": 20})
+    assert digits.FACTS.examples({"train_per_class": None}) == 1437 == full.train_examples
+    np.testing.assert_array_equal(_images(fewer.test), _images(full.test))
+    labels = _labels(fewer.train)
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.full(10, 20))
+    # A subset of the full training set, the same test set.
+    _, all_labels = digits.images_and_labels()
+    full_train, full_test = digits.split_indices(all_labels)
+    few_train, few_test = digits.split_indices(all_labels, train_per_class=20)
+    assert set(few_train) < set(full_train)
+    np.testing.assert_array_equal(few_test, full_test)
+    # More images per class than a class has in the training split keeps all of them.
+    assert digits.train_examples({"train_per_class": 1000}) == 1437
+
+
 def test_digits_images_are_upsampled_digits():
     images, labels = digits.images_and_labels()
     assert images.shape == (1797, 32, 32, 3) and images.dtype == np.uint8
@@ -245,6 +263,7 @@ def test_digits_images_are_upsampled_digits():
         (dict(batch_size=0), "Received: batch_size=0"),
         (dict(batch_size=5000), "Received: batch_size=5000"),
         (dict(test_fraction=1.0), "Received: test_fraction=1.0"),
+        (dict(train_per_class=0), "Received: train_per_class=0"),
     ],
 )
 def test_digits_invalid_options(options, message):

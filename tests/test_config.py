@@ -40,6 +40,20 @@ def _config(argv):
         return run_config.from_flags(flags.FLAGS, ["run.py", *argv])
 
 
+def test_a_data_option_of_another_dataset_is_named_as_unread(tmp_path):
+    from kd_tf.repro import checks
+
+    verdict = checks.check(_config(["--train_per_class=5", f"--output_dir={tmp_path / 'a'}"]))
+    assert verdict.unread == (
+        "--train_per_class is a data option of --dataset=digits; --dataset=synthetic does not read it.",
+    )
+    digits = _config(
+        ["--dataset=digits", "--train_per_class=5", "--precision=float32", f"--output_dir={tmp_path}"]
+    )
+    assert checks.check(digits).unread == ()
+    assert dict(digits.data_options)["train_per_class"] == 5
+
+
 def test_each_value_says_where_it_came_from(tmp_path):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("--epochs=3\n--method_overrides=kd_sim:sim_temperature=0.5\n")
@@ -73,7 +87,7 @@ def test_a_dataset_supplies_its_own_facts():
     assert "kd_rel" in cifar.methods  # CIFAR-100 has a hierarchy
     digits = _config(["--dataset=digits"])
     assert "kd_rel" not in digits.methods and "kd_pt_rel" not in digits.methods  # digits has none
-    assert dict(digits.data_options) == {"data_dir": None, "augment": True}
+    assert dict(digits.data_options) == {"data_dir": None, "augment": True, "train_per_class": None}
     imagenet = _config(["--dataset=imagenet", "--precision=mixed_bfloat16"])
     assert imagenet.data_options["dtype"] == "bfloat16"
 

@@ -75,7 +75,13 @@ GROUPS = {
         ("python run.py --mode=data_efficiency --quick", []),
         ("python run.py --mode=sweet_spot --quick", []),
     ],
-    "digits": [("python run.py --flagfile=configs/digits_table.flags", DIGITS)],
+    "digits": [
+        ("python run.py --flagfile=configs/digits_table.flags", DIGITS),
+        (
+            "python run.py --flagfile=configs/digits_teacher_wins.flags",
+            [*DIGITS, "--seeds=0", "--lr_boundary_epochs=0.5,0.75"],
+        ),
+    ],
     "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],
     "ptb": [
         (MAKE_TOY_CORPUS, []),

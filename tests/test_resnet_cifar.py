@@ -66,6 +66,7 @@ def test_depth_counts_weighted_layers():
 @pytest.mark.parametrize(
     "builder, depth",
     [
+        (resnet_cifar.resnet8, 8),
         (resnet_cifar.resnet20, 20),
         (resnet_cifar.resnet32, 32),
         (resnet_cifar.resnet56, 56),

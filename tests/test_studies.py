@@ -115,6 +115,15 @@ def test_linear_and_deep_linear_students():
         models.builder("deep_linear")(num_classes=5, input_shape=(7,), depth=0)
 
 
+def test_a_linear_student_of_images_reads_every_pixel():
+    """On images the linear classifier flattens its input: `W · vec(x) + b` over all H·W·C values."""
+    model = models.builder("linear")(num_classes=10, input_shape=(4, 4, 3))
+    assert model.count_params() == 4 * 4 * 3 * 10 + 10
+    images = np.random.default_rng(1).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    kernel, bias = model.get_layer("logits").get_weights()
+    np.testing.assert_allclose(model(images), images.reshape(2, -1) @ kernel + bias, rtol=1e-5, atol=1e-5)
+
+
 def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
     """The sweet-spot grid reads epoch counts off one run: epoch 1 of 2 is a 1-epoch run's teacher."""
     config = training.TrainConfig(epochs=2, batch_size=16, jit_compile=False, verbose=0)

@@ -28,17 +28,19 @@ OFFLINE_STRATEGIES = ("default", "mirrored")
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """What the checks found: what is missing on disk (listed by `--dry_run`; any other run was refused),
-    and whether the run replaces finished results (`--overwrite`)."""
+    whether the run replaces finished results (`--overwrite`), and flags the user set that this run's
+    dataset does not read (`unread`, a line each, printed as warnings)."""
 
     missing: tuple[str, ...]
     replaces_results: bool
+    unread: tuple[str, ...] = ()
 
 
 def check(config: config_module.Config) -> Verdict:
     """Runs every check of `config`; raises `UserError` before any work."""
     checker = _Checker(config)
     checker.run()
-    return Verdict(tuple(checker.missing), checker.replaces_results)
+    return Verdict(tuple(checker.missing), checker.replaces_results, checker.unread_dataset_flags())
 
 
 def trained_methods(config: config_module.Config) -> list[str]:
@@ -57,6 +59,27 @@ class _Checker:
         self.config = config
         self.missing = []
         self.replaces_results = False
+
+    def unread_dataset_flags(self) -> tuple[str, ...]:
+        """The flags the user set that are another dataset's data options and not this one's, a line each.
+
+        A derived option (`(flag, function)` in `Facts.option_flags`) reads a flag of the whole run, such as
+        `--precision`, so only options a dataset reads verbatim count as that dataset's own. They are
+        warnings, not refusals: one flagfile may serve several datasets.
+        """
+        facts = datasets.facts(self.config.dataset)
+        own = {source if isinstance(source, str) else source[0] for source in facts.option_flags.values()}
+        owners = {}
+        for name in datasets.NAMES:
+            for source in datasets.facts(name).option_flags.values():
+                if isinstance(source, str) and source not in own:
+                    owners.setdefault(source, []).append(name)
+        return tuple(
+            f"--{flag} is a data option of --dataset={'/'.join(owners[flag])}; --dataset={self.config.dataset} "
+            "does not read it."
+            for flag in sorted(owners)
+            if self.config.was_set(flag)
+        )
 
     def trained_methods(self) -> list[str]:
         """The methods this mode builds a loss for: the only ones whose values are checked."""

@@ -36,6 +36,8 @@ def run(config: config_module.Config) -> None:
         raise UserError(
             f"--dataset={config.dataset} runs with --mode={' or --mode='.join(runnable)}, not --mode={config.mode}."
         )
+    for line in verdict.unread:
+        print(f"Warning: {line}", file=sys.stderr, flush=True)
     if config.dry_run:
         from kd_tf.repro import plan
 
