@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from sklearn.datasets import load_digits
@@ -57,13 +59,14 @@ def split_indices(
 
 def train_examples(options: dict) -> int:
     """The number of training images `load(**options)` gives."""
-    labels = load_digits().target
-    train, _ = split_indices(
-        labels,
-        options.get("test_fraction", 0.2),
-        options.get("split_seed", 0),
-        options.get("train_per_class"),
+    return _train_count(
+        options.get("test_fraction", 0.2), options.get("split_seed", 0), options.get("train_per_class")
     )
+
+
+@functools.cache
+def _train_count(test_fraction: float, split_seed: int, train_per_class: int | None) -> int:
+    train, _ = split_indices(load_digits().target, test_fraction, split_seed, train_per_class)
     return len(train)
 
 
