@@ -100,6 +100,16 @@ class Facts:
         """`measures` in one line, or "" when there are none."""
         return self.describe_measures(measures) if measures and self.describe_measures else ""
 
+    def flag_of(self, option: str) -> str:
+        """The flag that sets `option` of `load` (the flag a derived option is computed from)."""
+        source = self.option_flags[option]
+        return source[0] if isinstance(source, tuple) else source
+
+    def verbatim_flags(self) -> set:
+        """The flags whose values `load` receives as they are: the dataset's own (a derived option reads a
+        flag of the whole run, such as `--precision`)."""
+        return {source for source in self.option_flags.values() if isinstance(source, str)}
+
     def options(self, flag_value: Callable[[str], object]) -> dict:
         """The `load` options, given `flag_value(name)`, the value of the flag `name`."""
         options = {}

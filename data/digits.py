@@ -13,7 +13,6 @@ from data import Facts, Splits, image_ops
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
-TRAIN_EXAMPLES = 1_437  # of 1,797 digits, 20 % of each class held out (`load`'s default test_fraction)
 # The scikit-learn images hold 0..16 (counts of set pixels in 4x4 blocks of the original 32x32 bitmaps).
 _MAX_INTENSITY = 16
 
@@ -46,27 +45,21 @@ def split_indices(
         np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed
     )
     if train_per_class is not None:
-        # Rank of each training image among the earlier ones of its class, in the split's order.
         train_labels = labels[train]
-        rank = np.zeros(len(train), dtype=np.int64)
-        seen = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for position, label in enumerate(train_labels):
-            rank[position] = seen[label]
-            seen[label] += 1
-        train = train[rank < train_per_class]
+        kept = [np.flatnonzero(train_labels == label)[:train_per_class] for label in range(NUM_CLASSES)]
+        train = train[np.sort(np.concatenate(kept))]  # the first of each class, in the split's order
     return train, test
 
 
 def train_examples(options: dict) -> int:
     """The number of training images `load(**options)` gives."""
-    return _train_count(
-        options.get("test_fraction", 0.2), options.get("split_seed", 0), options.get("train_per_class")
-    )
+    split_options = ("test_fraction", "split_seed", "train_per_class")
+    return _train_count(**{name: options[name] for name in split_options if name in options})
 
 
 @functools.cache
-def _train_count(test_fraction: float, split_seed: int, train_per_class: int | None) -> int:
-    train, _ = split_indices(load_digits().target, test_fraction, split_seed, train_per_class)
+def _train_count(**split_options) -> int:
+    train, _ = split_indices(load_digits().target, **split_options)
     return len(train)
 
 

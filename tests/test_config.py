@@ -115,7 +115,14 @@ def test_dry_run_names_what_is_missing_and_exits_zero_in_a_new_process(tmp_path)
     os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
     os.symlink(os.path.join(ROOT, "run.py"), tmp_path / "run.py")
     completed = subprocess.run(
-        [sys.executable, "run.py", "--flagfile=configs/ptb_student.flags", "--data_dir=ptb", "--dry_run"],
+        [
+            sys.executable,
+            "run.py",
+            "--flagfile=configs/ptb_student.flags",
+            "--data_dir=ptb",
+            "--train_per_class=30",  # a digits option: named, not refused
+            "--dry_run",
+        ],
         cwd=tmp_path,
         env=environment(),
         capture_output=True,
@@ -125,6 +132,10 @@ def test_dry_run_names_what_is_missing_and_exits_zero_in_a_new_process(tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "--data_dir=ptb is not a directory" in completed.stdout
     assert "holds no trained teacher" in completed.stdout
+    assert (
+        "Warning: --train_per_class is a data option of --dataset=digits; --dataset=ptb does not read it."
+        in completed.stderr
+    )
     assert "KD-topk" not in completed.stdout and "Student (student)" in completed.stdout
     assert sorted(os.listdir(tmp_path)) == ["configs", "run.py"]
 

@@ -61,19 +61,16 @@ class _Checker:
         self.replaces_results = False
 
     def unread_dataset_flags(self) -> tuple[str, ...]:
-        """The flags the user set that are another dataset's data options and not this one's, a line each.
+        """The flags the user set that are another dataset's own data options and not this one's, a line each.
 
-        A derived option (`(flag, function)` in `Facts.option_flags`) reads a flag of the whole run, such as
-        `--precision`, so only options a dataset reads verbatim count as that dataset's own. They are
-        warnings, not refusals: one flagfile may serve several datasets.
+        Warnings, not refusals: one flagfile may serve several datasets.
         """
         facts = datasets.facts(self.config.dataset)
-        own = {source if isinstance(source, str) else source[0] for source in facts.option_flags.values()}
+        read = {facts.flag_of(option) for option in facts.option_flags}
         owners = {}
         for name in datasets.NAMES:
-            for source in datasets.facts(name).option_flags.values():
-                if isinstance(source, str) and source not in own:
-                    owners.setdefault(source, []).append(name)
+            for flag in sorted(datasets.facts(name).verbatim_flags() - read):
+                owners.setdefault(flag, []).append(name)
         return tuple(
             f"--{flag} is a data option of --dataset={'/'.join(owners[flag])}; --dataset={self.config.dataset} "
             "does not read it."

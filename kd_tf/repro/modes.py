@@ -385,11 +385,10 @@ def _run_student(options: Run) -> None:
             f"not --dataset={options.dataset}."
         )
     # The student sees the teacher's data; a flag given explicitly must agree with it.
-    option_flags = {**datasets.facts(options.dataset).option_flags, "tau": "taus"}
+    facts = datasets.facts(options.dataset)
     data_options = dict(teacher_info.get("data_options", {}))
     for key, value in {**options.data_options(), "tau": float(options.config.taus[0])}.items():
-        flag_name = option_flags.get(key, key)
-        flag_name = flag_name[0] if isinstance(flag_name, tuple) else flag_name
+        flag_name = "taus" if key == "tau" else facts.flag_of(key)
         if key in data_options and options.config.was_set(flag_name) and data_options[key] != value:
             raise experiment.TeacherMismatchError(
                 f"The teacher in --teacher_dir={teacher_dir} was trained with {key}={data_options[key]!r}, "

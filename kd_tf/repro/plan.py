@@ -27,9 +27,7 @@ def text(config: config_module.Config, missing: list[str], replaces_results: boo
     lines += ["", "data:"]
     facts = datasets.facts(config.dataset)
     for option, value in config.data_options.items():
-        flag = facts.option_flags[option]
-        flag = flag[0] if isinstance(flag, tuple) else flag
-        lines.append(f"  {option} = {value!r} [{sources[flag]}]")
+        lines.append(f"  {option} = {value!r} [{sources[facts.flag_of(option)]}]")
     if config.dataset == "synthetic":
         lines.append(f"  taus = {', '.join(f'{tau:g}' for tau in config.taus)} [{sources['taus']}]")
         if config.task_seeds:
