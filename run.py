@@ -34,7 +34,7 @@ def _quiet_native_start():
 
 
 with _quiet_native_start():
-    from absl import app, flags, logging
+    from absl import app, flags
 
     import data as datasets
     import models
@@ -492,7 +492,6 @@ def main(argv):
     except modes.UserError as error:
         if _VERBOSE.value:
             raise
-        logging.error("%s", error)
         print(f"\nError: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

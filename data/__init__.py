@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from collections.abc import Callable
 
 import numpy as np
@@ -71,6 +72,9 @@ class Facts:
         measures: `(options, seed) -> dict` of numbers a run records about its data (the synthetic task's
             label non-linearity), or `None`.
         describe_measures: `measures -> str`, those numbers in one line for a person, or `None`.
+        optional_packages: what `load` imports beyond the base install: import name -> (the package's name
+            on PyPI, the extra of `setup.py` that installs it). Facts that need one of them are unknown
+            (`examples` gives `None`) where it is missing, and a run of the dataset is refused.
     """
 
     default_models: tuple[str, str]
@@ -82,6 +86,15 @@ class Facts:
     kind: str = "classification"
     measures: Callable[[dict, int], dict] | None = None
     describe_measures: Callable[[dict], str] | None = None
+    optional_packages: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+
+    def missing_packages(self) -> list[str]:
+        """One line per optional package `load` needs and this environment lacks, with its install command."""
+        return [
+            f'{name}, which is not installed (install it with: pip install -e ".[{extra}]")'
+            for module_name, (name, extra) in self.optional_packages.items()
+            if not _importable(module_name)
+        ]
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes
@@ -90,7 +103,9 @@ class Facts:
         return self.class_parents(options) if callable(self.class_parents) else self.class_parents
 
     def examples(self, options: dict) -> int | None:
-        return self.train_examples(options) if callable(self.train_examples) else self.train_examples
+        if not callable(self.train_examples):
+            return self.train_examples
+        return None if self.missing_packages() else self.train_examples(options)
 
     def measure(self, options: dict, seed: int) -> dict:
         """What a run records about the data `load(**options, seed=seed)` gives (`{}` for most datasets)."""
@@ -118,6 +133,13 @@ class Facts:
             value = flag_value(flag)
             options[option] = derive(value) if derive else value
         return options
+
+
+def _importable(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ImportError:  # an import hook that refuses the name
+        return False
 
 
 # Flag name -> module under `data/`; each module defines `load(**options) -> Splits` and its `FACTS`.

@@ -6,8 +6,6 @@ import functools
 
 import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from data import Facts, Splits, image_ops
 
@@ -17,9 +15,16 @@ IMAGE_SIZE = 32
 _MAX_INTENSITY = 16
 
 
+def _load_digits():
+    # scikit-learn ships the images; it is an extra (`FACTS.optional_packages`), imported where it is used.
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
 def images_and_labels(image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 digits as `[N, image_size, image_size, 3]` uint8 (bilinear upsampling, grey in 3 channels)."""
-    digits = load_digits()
+    digits = _load_digits()
     grey = digits.images.astype(np.float32) / _MAX_INTENSITY
     resized = tf.image.resize(grey[..., None], [image_size, image_size], method="bilinear").numpy()
     images = np.round(np.clip(resized, 0.0, 1.0) * 255).astype(np.uint8)
@@ -41,6 +46,8 @@ def split_indices(
         raise ValueError(
             f"`train_per_class` must be >= 1 or None. Received: train_per_class={train_per_class}"
         )
+    from sklearn.model_selection import train_test_split
+
     train, test = train_test_split(
         np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed
     )
@@ -59,7 +66,7 @@ def train_examples(options: dict) -> int:
 
 @functools.cache
 def _train_count(**split_options) -> int:
-    train, _ = split_indices(load_digits().target, **split_options)
+    train, _ = split_indices(_load_digits().target, **split_options)
     return len(train)
 
 
@@ -126,4 +133,5 @@ FACTS = Facts(
     option_flags={"data_dir": "data_dir", "augment": "augment", "train_per_class": "train_per_class"},
     num_classes=NUM_CLASSES,
     train_examples=train_examples,
+    optional_packages={"sklearn": ("scikit-learn", "digits")},
 )

@@ -23,12 +23,13 @@ def environment() -> dict:
     return env
 
 
-def run_cli(argv, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    """`python run.py argv...` in `cwd`; returns the finished process (stdout and stderr as text)."""
+def run_cli(argv, cwd=ROOT, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """`python run.py argv...` in `cwd` (with `env`, by default `environment()`); returns the finished
+    process (stdout and stderr as text)."""
     return subprocess.run(
         [sys.executable, RUN, *argv],
         cwd=cwd,
-        env=environment(),
+        env=env or environment(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -98,6 +98,8 @@ class _Checker:
         self.missing = []
         methods = self.trained_methods()
         facts = datasets.facts(self.config.dataset)
+        for package in facts.missing_packages():
+            self._missing(f"--dataset={config.dataset} needs {package}.")
         if config.mode in SWEEPS:
             self._check_sweep()
         if facts.hierarchy(dict(config.data_options)) is None and config.mode in ("table", "student"):
