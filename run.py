@@ -372,6 +372,13 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "machine without accelerators (a rehearsal of a multi-device run).",
     lower_bound=1,
 )
+_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
+    "checkpoint_every_steps",
+    0,
+    "Also checkpoint every N training steps (besides every epoch), so that a killed run loses at most N steps "
+    "(0: at epoch ends only). A SIGTERM saves at the next step boundary whatever this is.",
+    lower_bound=0,
+)
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Seeded, op-deterministic run.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 _DRY_RUN = flags.DEFINE_bool(
@@ -485,6 +492,7 @@ def main(argv):
     from kd_tf.repro import config, modes
 
     runtime.catch_interrupts()
+    runtime.catch_terminations()
 
     start = time.perf_counter()
     try:
@@ -499,6 +507,9 @@ def main(argv):
             raise
         print("\nInterrupted; run the same command again to resume.", file=sys.stderr, flush=True)
         sys.exit(130)
+    except runtime.Terminated as terminated:
+        print(f"\n{terminated.message}", file=sys.stderr, flush=True)
+        sys.exit(143)
     if not _DRY_RUN.value:
         print(f"Done in {time.perf_counter() - start:.0f} s.")
 

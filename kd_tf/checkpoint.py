@@ -14,6 +14,7 @@ graph into HDF5 at about 50 ms an epoch. Checkpoints written as `.weights.h5` st
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import glob
@@ -26,13 +27,25 @@ import keras
 import numpy as np
 from absl import logging
 
-from kd_tf.io import atomic_write_text, read_json, replaced_atomically
+from kd_tf import runtime
+from kd_tf.io import (
+    DamagedFileError,
+    atomic_write_text,
+    read_json,
+    replaced_atomically,
+    sha256_of_file,
+    verify_sha256,
+)
 
 POINTER = "latest.json"
-_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.(npz|h5)$")
+_WEIGHTS = re.compile(r"^epoch-(\d+)(?:-step-(\d+))?\.weights\.(npz|h5)$")
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
-def _weights_name(epoch: int) -> str:
+def _weights_name(epoch: int, step: int = 0) -> str:
+    """`epoch-E.weights.npz` after E whole epochs; `epoch-E-step-S.weights.npz` S steps into the next one."""
+    if step:
+        return f"epoch-{epoch:05d}-step-{step:07d}.weights.npz"
     return f"epoch-{epoch:05d}.weights.npz"
 
 
@@ -60,113 +73,212 @@ def _opens(path: str) -> None:
             stored[name]  # noqa: B018 (reads and checks every array)
 
 
-def _pointer(directory: str) -> tuple[int, str] | None:
-    """(epoch, weights file) that `latest.json` names, or `None` without a readable pointer."""
+@dataclasses.dataclass(frozen=True)
+class _Pointer:
+    epoch: int
+    step: int
+    name: str
+    sha256: str | None
+
+
+def _pointer(directory: str) -> _Pointer | None:
+    """What `latest.json` names, or `None` without a readable pointer."""
     try:
         named = read_json(os.path.join(directory, POINTER))
-        return int(named["epoch"]), str(named["weights"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return _Pointer(
+            int(named["epoch"]), int(named.get("step", 0)), str(named["weights"]), named.get("sha256")
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def finished_epochs(directory: str) -> int:
-    """Epochs the newest checkpoint in `directory` claims to hold (0 for none); opens no weights file."""
+    """Epochs the newest checkpoint in `directory` claims to hold whole (0 for none); opens no weights file."""
     pointer = _pointer(directory)
-    return pointer[0] if pointer else 0
+    return pointer.epoch if pointer else 0
+
+
+def position_code(epoch: int, step: int) -> int:
+    """(epoch, step) as one integer that orders as the pair does (for the workers' agreement on a minimum)."""
+    return epoch * 2**32 + step
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the model (with its optimizer state) after every epoch; restores the last good epoch on resume.
+    """Saves the model (with its optimizer state) after every epoch, every `every_steps` steps, and at the
+    step where a SIGTERM stops training; restores the last good checkpoint on resume.
 
-    Use `restorable_epoch()` before `fit` to learn how many epochs are done (pass it as `initial_epoch`); the
-    callback loads that epoch's weights when training begins.
+    Use `restorable_position()` before `fit` to learn where training stands: `(epochs, steps)`, whole epochs
+    done and steps done into the next. Train the rest of that epoch (its remaining batches) with
+    `resume_inside(epochs, steps)` called first; the callback loads the checkpoint when training begins. A
+    checkpoint written with a SHA-256 in the pointer is verified before it is trusted.
 
     Args:
         directory: where the checkpoints live; created on the first save.
+        every_steps: also save every this many steps of an epoch (0: at the epoch ends only).
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, every_steps: int = 0):
         super().__init__()
         self.directory = directory
-        self._restore = None  # (epoch, file name) chosen by `restorable_epoch`
+        self.every_steps = every_steps
+        self._restore = None  # (epoch, step, file name) chosen by `restorable_position`
+        self._inside = None  # (epoch index, steps already done in it) of a run resumed mid-epoch
+        self._epoch, self._offset, self._saved_at = 0, 0, None
 
-    def _candidates(self) -> list[tuple[int, str]]:
-        """(epoch, file name) of every complete weights file, newest first, the pointer's first of all."""
+    def _candidates(self) -> list[tuple[int, int, str]]:
+        """(epoch, step, file name) of every weights file, newest first, the pointer's first of all."""
         found = []
         for path in glob.glob(os.path.join(self.directory, "epoch-*.weights.*")):
             match = _WEIGHTS.match(os.path.basename(path))
             if match:
-                found.append((int(match.group(1)), os.path.basename(path)))
+                found.append((int(match.group(1)), int(match.group(2) or 0), os.path.basename(path)))
         found.sort(reverse=True)
         first = _pointer(self.directory)
         if first is None:
             return found  # no pointer yet (or an unreadable one): the files alone
-        return [first, *(entry for entry in found if entry != first and entry[0] < first[0])]
+        head = (first.epoch, first.step, first.name)
+        return [head, *(entry for entry in found if entry != head and entry[:2] < head[:2])]
 
-    def restorable_epoch(self, at_most: int | None = None) -> int:
-        """Epochs finished by the newest checkpoint that opens; 0 when there is none (a fresh start).
+    def restorable_position(self, at_most: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(whole epochs, steps into the next) of the newest checkpoint that opens (and, where the pointer
+        recorded its checksum, matches it); (0, 0) when there is none (a fresh start).
 
-        A damaged file is reported and skipped: the run falls back to the previous epoch's file, or starts
-        over when no file opens. `at_most` skips newer checkpoints (workers resuming where all of them can).
+        A damaged file is reported by name and skipped: the run falls back to the previous checkpoint, or
+        starts over when none opens. `at_most` skips newer checkpoints (workers resuming where all can).
         """
         self._restore = None
-        for epoch, name in self._candidates():
-            if at_most is not None and epoch > at_most:
+        pointer = _pointer(self.directory)
+        for epoch, step, name in self._candidates():
+            if at_most is not None and (epoch, step) > tuple(at_most):
                 continue
             path = os.path.join(self.directory, name)
             try:
+                if pointer is not None and name == pointer.name:
+                    verify_sha256(path, pointer.sha256)
                 _opens(path)
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            except _DAMAGED as error:
                 logging.warning("Checkpoint %s is damaged (%s); trying an earlier one.", path, error)
-                print(f"Warning: checkpoint {path} is damaged; falling back to an earlier one.", flush=True)
+                print(
+                    f"Warning: checkpoint {path} is damaged ({error}); falling back to an earlier one.",
+                    flush=True,
+                )
                 continue
-            self._restore = (epoch, name)
-            return epoch
+            self._restore = (epoch, step, name)
+            return epoch, step
         if at_most is None and os.path.isdir(self.directory) and os.listdir(self.directory):
             print(f"Warning: no usable checkpoint in {self.directory}; training starts over.", flush=True)
-        return 0
+        return 0, 0
+
+    def restorable_epoch(self, at_most: int | None = None) -> int:
+        """Whole epochs of the newest checkpoint that opens (see `restorable_position`)."""
+        return self.restorable_position(None if at_most is None else (at_most, 2**31))[0]
+
+    def clear(self) -> None:
+        """Removes every checkpoint (a run that must start over keeps none it could fall back to)."""
+        self._restore = None
+        for _, _, name in self._candidates():
+            _remove_quietly(os.path.join(self.directory, name))
+        _remove_quietly(os.path.join(self.directory, POINTER))
+
+    def resume_inside(self, epoch: int, step: int) -> None:
+        """The next `fit` starts `step` steps into epoch index `epoch` (its `steps_per_epoch` the rest)."""
+        self._inside = (epoch, step) if step else None
 
     def on_train_begin(self, logs=None):
         if self._restore is None:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        path = os.path.join(self.directory, self._restore[1])
+        path = os.path.join(self.directory, self._restore[2])
+        self._restore = None  # a second `fit` (the epochs after a resumed one) continues from memory
         if path.endswith(".h5"):
             self.model.load_weights(path)
             return
         variables = _state(self.model)
-        with np.load(path) as stored:
-            if len(stored.files) != len(variables):
-                raise ValueError(
-                    f"Checkpoint {path} holds {len(stored.files)} variables; this model and optimizer have "
-                    f"{len(variables)}. It belongs to another run: rerun with --overwrite."
-                )
-            for index, variable in enumerate(variables):
-                value = stored[f"v{index}"]
-                if tuple(value.shape) != tuple(variable.shape):
+        try:
+            with np.load(path) as stored:
+                names = [name for name in stored.files if name.startswith("v")]
+                if len(names) != len(variables):
                     raise ValueError(
-                        f"Checkpoint {path}: variable {index} ({variable.path}) has shape {value.shape} there "
-                        f"and {tuple(variable.shape)} here. It belongs to another run: rerun with --overwrite."
+                        f"Checkpoint {path} holds {len(names)} variables; this model and optimizer have "
+                        f"{len(variables)}. It belongs to another run: rerun with --overwrite."
                     )
-                variable.assign(value)
+                for index, variable in enumerate(variables):
+                    value = stored[f"v{index}"]
+                    if tuple(value.shape) != tuple(variable.shape):
+                        raise ValueError(
+                            f"Checkpoint {path}: variable {index} ({variable.path}) has shape {value.shape} "
+                            f"there and {tuple(variable.shape)} here. It belongs to another run: rerun with "
+                            "--overwrite."
+                        )
+                    variable.assign(value)
+                self._metrics = [stored[name] for name in sorted(stored.files) if name.startswith("m")]
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise DamagedFileError(path, f"it does not read ({error})") from error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._offset, self._saved_at = epoch, 0, None
+        if self._inside is not None and self._inside[0] == epoch:
+            self._offset = self._inside[1]
+            self._inside = None
+            # The epoch's running means go on from the steps before the stop (Keras reset them just now).
+            metrics = getattr(self, "_metrics", None)
+            variables = self.model.metrics_variables
+            if metrics and len(metrics) == len(variables):
+                for variable, value in zip(variables, metrics, strict=True):
+                    variable.assign(np.reshape(value, variable.shape))
+        self._metrics = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self._offset + batch + 1  # steps of this epoch done (`batch`: the last step of the call)
+        at_epoch_end = batch + 1 >= self.params.get("steps", 0)
+        if (
+            self.every_steps
+            and not at_epoch_end
+            and done // self.every_steps > (done - self._steps_per_call()) // self.every_steps
+        ):
+            self.save(self._epoch, done)
+        if not at_epoch_end and runtime.terminated_everywhere():
+            if self._saved_at != (self._epoch, done):
+                self.save(self._epoch, done)
+            raise runtime.Terminated(_stopped_message(self._epoch + 1, done))
+
+    def _steps_per_call(self) -> int:
+        return max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
 
     def on_epoch_end(self, epoch, logs=None):
-        finished = epoch + 1
-        name = _weights_name(finished)
+        self.save(epoch + 1, 0)
+        if runtime.terminated_everywhere():
+            raise runtime.Terminated(_stopped_message(epoch + 1, self._offset + self.params.get("steps", 0)))
+
+    def save(self, epoch: int, step: int = 0) -> None:
+        """Writes the state after `epoch` whole epochs and `step` steps into the next, then points to it."""
+        name = _weights_name(epoch, step)
         values = {f"v{index}": keras.ops.convert_to_numpy(v) for index, v in enumerate(_state(self.model))}
-        with replaced_atomically(os.path.join(self.directory, name)) as temporary:
+        if step:
+            for index, variable in enumerate(self.model.metrics_variables):
+                values[f"m{index:04d}"] = keras.ops.convert_to_numpy(variable)
+        path = os.path.join(self.directory, name)
+        with replaced_atomically(path, sum(value.nbytes for value in values.values())) as temporary:
             with open(temporary, "wb") as handle:  # a handle: np.savez would append ".npz" to a name
                 np.savez(handle, **values)
-        atomic_write_text(
-            os.path.join(self.directory, POINTER), json.dumps({"epoch": finished, "weights": name}) + "\n"
-        )
-        # Keep this epoch's file and the one before it; leftovers of killed writes go too.
-        for old_epoch, old_name in self._candidates()[2:]:
-            if old_epoch < finished:
+            digest = sha256_of_file(temporary)
+        pointer = {"epoch": epoch, "step": step, "weights": name, "sha256": digest}
+        atomic_write_text(os.path.join(self.directory, POINTER), json.dumps(pointer) + "\n")
+        self._saved_at = (epoch, step)
+        # Keep this checkpoint and the one before it; leftovers of killed writes go too.
+        for old_epoch, old_step, old_name in self._candidates()[2:]:
+            if (old_epoch, old_step) < (epoch, step):
                 _remove_quietly(os.path.join(self.directory, old_name))
         for leftover in glob.glob(os.path.join(self.directory, ".tmp-*")):
             _remove_quietly(leftover)
+
+
+def _stopped_message(epoch: int, step: int) -> str:
+    return (
+        f"Terminated (SIGTERM): checkpoint saved at epoch {epoch}, step {step}; run the same command again to "
+        "resume."
+    )
 
 
 def _remove_quietly(path: str) -> None:

@@ -473,7 +473,10 @@ def _load_state(path: str, model) -> dict:
             arrays = {name: stored[name] for name in stored.files}
     except (OSError, ValueError, EOFError) as error:
         raise ValueError(f"The checkpoint {path} is damaged ({error}); remove it to start over.") from error
-    state = json.loads(str(arrays.pop("state")))
+    try:
+        state = json.loads(str(arrays.pop("state")))
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"The checkpoint {path} is damaged ({error}); remove it to start over.") from error
     variables = model.variables
     if sum(name.startswith("variable/") for name in arrays) != len(variables):
         raise ValueError(f"The checkpoint {path} was written by another model; remove it to start over.")

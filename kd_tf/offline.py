@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import data as datasets
 from kd_tf import losses, teacher_cache
+from kd_tf.io import DamagedFileError
 
 CACHE_DIR = "teacher_cache"
 MODES = ("auto", "on", "off")
@@ -80,8 +81,25 @@ def present(directory: str) -> bool:
     )
 
 
-def load(teacher: keras.Model, splits: datasets.Splits, directory: str) -> dict | None:
-    """The caches under `directory` when every one exists and fits this teacher and data, else `None`."""
+def damaged(error: DamagedFileError, refuse: bool) -> None:
+    """Reports a teacher cache file that is not what was written: a warning naming it (the caller then
+    rebuilds the cache), or, with `refuse` (`--teacher_cache=on`), a `ValueError` that stops the run."""
+    if refuse:
+        raise ValueError(
+            f"Teacher cache file {error.path} is damaged ({error.problem}). --teacher_cache=on trains only on "
+            "a cache that proves itself: rerun with --teacher_cache=auto to rebuild it, or remove "
+            f"{os.path.dirname(error.path)}."
+        ) from error
+    print(
+        f"Warning: teacher cache file {error.path} is damaged ({error.problem}); rebuilding it.", flush=True
+    )
+
+
+def load(
+    teacher: keras.Model, splits: datasets.Splits, directory: str, refuse_damaged: bool = False
+) -> dict | None:
+    """The caches under `directory` when every one exists, fits this teacher and data and is whole, else
+    `None` (a damaged file is reported by `damaged`)."""
     logits_loss = losses.get(_LOGITS)
     fingerprint = teacher_cache.teacher_fingerprint(teacher)
     caches = {}
@@ -90,15 +108,22 @@ def load(teacher: keras.Model, splits: datasets.Splits, directory: str) -> dict 
             caches[name] = teacher_cache.load_cache(
                 os.path.join(directory, name), loss=logits_loss, teacher=fingerprint, data=ordered
             )
+        except DamagedFileError as error:
+            damaged(error, refuse_damaged)
+            return None
         except (FileNotFoundError, ValueError):
             return None
     return caches
 
 
-def load_or_build(teacher, splits, directories: list[str]) -> dict[str, teacher_cache.TeacherCache]:
-    """The first of `directories` that holds a fitting cache, else one built in the last of them."""
+def load_or_build(
+    teacher, splits, directories: list[str], refuse_damaged: bool = False
+) -> dict[str, teacher_cache.TeacherCache]:
+    """The first of `directories` that holds a fitting cache, else one built in the last of them.
+
+    With `refuse_damaged`, a cache whose files are not what was written stops the run instead."""
     for directory in directories:
-        caches = load(teacher, splits, directory)
+        caches = load(teacher, splits, directory, refuse_damaged)
         if caches is not None:
             return caches
     return build(teacher, splits, directories[-1])

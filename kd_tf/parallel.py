@@ -35,6 +35,9 @@ def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool
         import kd_tf  # noqa: F401 (registers the saved models' layers)
         from kd_tf import runtime
     runtime.quiet_retracing_warnings()
+    # The pool's end (a SIGTERM to the run, Ctrl-C, a failed cell) SIGTERMs its workers: a cell in training
+    # saves its step and stops; an idle worker just goes.
+    runtime.catch_terminations(exit_at_once=True)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     if deterministic:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 
 import keras
@@ -181,6 +183,78 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         raise_if_interrupted()
+
+
+class Terminated(SystemExit):
+    """The process got SIGTERM (a preempted VM, a batch scheduler's notice before SIGKILL).
+
+    A `SystemExit` with status 143 (128 + SIGTERM, what a shell reports for a process SIGTERM ended): no
+    `except Exception` swallows it, and a worker process it ends exits with that status and no traceback.
+    `message` says what was saved.
+    """
+
+    def __init__(self, message: str = "Terminated (SIGTERM); run the same command again to resume."):
+        super().__init__(143)
+        self.message = message
+
+
+_terminated = False
+_deferred = 0  # > 0 while a training loop stops at its next step boundary itself
+_exit_at_once = False
+
+
+def catch_terminations(exit_at_once: bool = False) -> None:
+    """Turns SIGTERM into `Terminated`: at once, or, inside `deferring_terminations()` (a training loop that
+    checkpoints), at the loop's next step boundary, after it has saved (`StopOnTermination`). A second
+    SIGTERM while that save runs is ignored: the save finishes, then the run stops.
+
+    Args:
+        exit_at_once: outside a deferring loop, end the process at once (`os._exit(143)`) instead of
+            raising: for a worker process whose files are all written atomically, where an unwinding
+            interpreter would only take longer to go.
+    """
+    global _exit_at_once
+    _exit_at_once = exit_at_once
+    signal.signal(signal.SIGTERM, _on_terminate)
+
+
+def _on_terminate(signum, frame):
+    global _terminated
+    _terminated = True
+    if _deferred:
+        return
+    if _exit_at_once:
+        os._exit(143)
+    raise Terminated()
+
+
+def terminated() -> bool:
+    """Whether SIGTERM came to this process since `catch_terminations`."""
+    return _terminated
+
+
+def terminated_everywhere() -> bool:
+    """Whether SIGTERM came to this process or, across workers, to any of them: each worker asks at the same
+    step, so that all of them save that step and stop together (one scalar gathered per call)."""
+    strategy = tf.distribute.get_strategy()
+    if not across_workers(strategy):
+        return _terminated
+    return agreed_minimum(strategy, -int(_terminated)) < 0
+
+
+@contextlib.contextmanager
+def deferring_terminations():
+    """Within the block, SIGTERM only sets `terminated()`: the block's training loop saves a checkpoint at
+    its next step boundary and raises `Terminated` itself. One that came and was not acted on (it arrived
+    after the loop's last step) is raised when the block ends."""
+    global _deferred
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1
+    if _terminated and not _deferred:
+        raise Terminated()
 
 
 class _NoRetracingWarnings(logging.Filter):

@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from kd_tf.distiller import num_classes_of
+from kd_tf.io import DamagedFileError, naming, read_json, sha256_of_file, verify_sha256
 from kd_tf.losses.base import DistillationLoss
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest holds the payload file's SHA-256
 MANIFEST_NAME = "manifest.json"
 PAYLOAD_NAME = "payload.npy"
 PAYLOAD_DTYPES = ("float32", "float16")
@@ -338,7 +339,17 @@ def build_cache(
             f"{loss.method_name!r} may hold class indices. Received: payload_dtype={payload_dtype!r}"
         )
 
-    with _building(directory) as building:
+    batches = int(ordered_dataset.cardinality())
+    needed = None  # the payload's bytes, twice (raw rows, then the .npy), for a full disk's report
+    if spec["size"] and batches > 0:
+        needed = (
+            2
+            * batches
+            * int(np.shape(labels)[0])
+            * max(1, int(np.prod(np.shape(labels)[1:])))
+            * (spec["size"] * np.dtype(payload_dtype).itemsize)
+        )
+    with _building(directory) as building, naming(directory, needed):
         hasher = _DataHasher()
         position_shape = None
         raw_path = os.path.join(building, "payload.raw")
@@ -380,6 +391,7 @@ def build_cache(
             teacher,
             fingerprint,
             augmented,
+            building,
         )
         _publish(building, directory, manifest)
     return load_cache(directory, loss=loss, teacher=manifest["teacher_sha256"])
@@ -427,21 +439,39 @@ def write_cache(
             )
     elif payload is not None:
         raise ValueError(f"{loss.method_name!r} needs nothing per example: pass `payload=None`.")
-    with _building(directory) as building:
+    with _building(directory) as building, naming(directory, None if payload is None else payload.nbytes):
         payload_file = payload_shape = None
         if spec["size"]:
             np.save(os.path.join(building, PAYLOAD_NAME), payload)
             payload_file, payload_shape = PAYLOAD_NAME, list(payload.shape)
         fingerprint = data_fingerprint(inputs, labels)
         manifest = _manifest(
-            loss, spec, payload_file, payload_shape, "float32", num_classes, teacher, fingerprint, False
+            loss,
+            spec,
+            payload_file,
+            payload_shape,
+            "float32",
+            num_classes,
+            teacher,
+            fingerprint,
+            False,
+            building,
         )
         _publish(building, directory, manifest)
     return load_cache(directory, loss=loss, teacher=manifest["teacher_sha256"])
 
 
 def _manifest(
-    loss, spec, payload_file, payload_shape, payload_dtype, num_classes, teacher, fingerprint, augmented
+    loss,
+    spec,
+    payload_file,
+    payload_shape,
+    payload_dtype,
+    num_classes,
+    teacher,
+    fingerprint,
+    augmented,
+    building,
 ) -> dict:
     return {
         "format_version": FORMAT_VERSION,
@@ -449,6 +479,9 @@ def _manifest(
         "loss_settings": _scalar_settings(loss.get_config()),
         "payload": spec,
         "payload_file": payload_file,
+        # The payload's own bytes: the fingerprints say which teacher and data it was computed from, this
+        # that it is still what was computed (a reader verifies it before trusting a value).
+        "payload_sha256": sha256_of_file(os.path.join(building, payload_file)) if payload_file else None,
         "payload_shape": payload_shape,
         "payload_dtype": payload_dtype if payload_file else None,
         "bytes_per_position": spec["size"] * np.dtype(payload_dtype).itemsize,
@@ -497,8 +530,10 @@ def load_cache(
     mmap: bool = False,
     augmented: bool = False,
     allow_augmented: bool = False,
+    verify: bool = True,
 ) -> TeacherCache:
-    """Loads a cache written by `build_cache`, refusing one that does not fit what it will be used with.
+    """Loads a cache written by `build_cache`, refusing one that does not fit what it will be used with, or
+    whose payload file is not what was written (`DamagedFileError`, naming the file).
 
     Args:
         directory: the cache directory.
@@ -511,9 +546,12 @@ def load_cache(
         expected_examples: the number of examples the cache must hold, or `None`.
         mmap: memory-map the payload instead of reading it into memory.
         augmented, allow_augmented: as in `build_cache`, for the pipeline the cache will now serve.
+        verify: check the payload file's bytes against the SHA-256 in the manifest (one extra read of the
+            file: `benchmarks/cache_verification.py` measures it against reading the payload).
 
     Raises:
         FileNotFoundError: no complete cache at `directory`.
+        kd_tf.io.DamagedFileError: (a `ValueError`) the manifest or the payload file is damaged or altered.
         ValueError: the cache was built for another loss, teacher or data.
     """
     _check_not_augmented(augmented, allow_augmented)
@@ -521,8 +559,9 @@ def load_cache(
     manifest_path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.isfile(manifest_path):
         raise FileNotFoundError(f"No teacher cache at {directory}: it has no {MANIFEST_NAME}.")
-    with open(manifest_path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict):
+        raise DamagedFileError(manifest_path, "it holds no manifest object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"The teacher cache at {directory} has format {manifest.get('format_version')}; this version "
@@ -562,14 +601,23 @@ def load_cache(
                 )
     payload = None
     if manifest["payload_file"]:
-        payload = np.load(os.path.join(directory, manifest["payload_file"]), mmap_mode="r" if mmap else None)
+        payload_path = os.path.join(directory, manifest["payload_file"])
+        if not os.path.isfile(payload_path):
+            raise DamagedFileError(payload_path, "the cache's manifest names it, and it is missing")
+        if verify:
+            verify_sha256(payload_path, manifest["payload_sha256"])
+        try:
+            payload = np.load(payload_path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, EOFError) as error:
+            raise DamagedFileError(payload_path, f"it does not read as an array ({error})") from error
         if (
             list(payload.shape) != manifest["payload_shape"]
             or payload.dtype.name != manifest["payload_dtype"]
         ):
-            raise ValueError(
-                f"The payload file of the teacher cache at {directory} has shape {payload.shape} and dtype "
-                f"{payload.dtype}, the manifest says {manifest['payload_shape']} {manifest['payload_dtype']}."
+            raise DamagedFileError(
+                payload_path,
+                f"it has shape {payload.shape} and dtype {payload.dtype}, the manifest says "
+                f"{manifest['payload_shape']} {manifest['payload_dtype']}",
             )
     return TeacherCache(directory=directory, manifest=manifest, payload=payload)
 

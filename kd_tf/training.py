@@ -3,10 +3,12 @@ validation epoch kept, checkpoints every epoch, and atomic saving. A library mod
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
+import zipfile
 from collections.abc import Sequence
 
 import keras
@@ -15,9 +17,16 @@ import tensorflow as tf
 
 import data as datasets
 from kd_tf import history, losses, runtime
-from kd_tf.checkpoint import EpochCheckpoint
+from kd_tf.checkpoint import EpochCheckpoint, position_code
 from kd_tf.distiller import Distiller
-from kd_tf.io import atomic_write_text, read_json, replaced_atomically
+from kd_tf.io import (
+    DamagedFileError,
+    atomic_write_text,
+    read_json,
+    replaced_atomically,
+    sha256_of_file,
+    verify_sha256,
+)
 from kd_tf.schedules import make_learning_rate
 
 
@@ -40,6 +49,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     verbose: int = 1
     tensorboard: bool = True  # with a run directory: TensorBoard logs under <run_dir>/logs
+    checkpoint_every_steps: int = 0  # with a run directory: a checkpoint every N steps too (0: epochs only)
 
 
 def learning_rate_of(config: TrainConfig, steps_per_epoch: int):
@@ -79,8 +89,13 @@ class BestValidation(keras.callbacks.Callback):
         if state_path and os.path.exists(state_path + ".json"):
             state = read_json(state_path + ".json")
             self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
-            with np.load(state_path + ".npz") as stored:
-                self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+            weights_path = state_path + ".npz"
+            verify_sha256(weights_path, state.get("sha256"))
+            try:
+                with np.load(weights_path) as stored:
+                    self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+                raise DamagedFileError(weights_path, f"it does not read ({error})") from error
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = (logs or {}).get("val_accuracy")
@@ -92,11 +107,12 @@ class BestValidation(keras.callbacks.Callback):
             if self.state_path:
                 with replaced_atomically(self.state_path + ".npz") as temporary:
                     np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+                    self._sha256 = sha256_of_file(temporary)
         if self.state_path:
-            atomic_write_text(
-                self.state_path + ".json",
-                json.dumps({"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}),
-            )
+            state = {"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}
+            if getattr(self, "_sha256", None):
+                state["sha256"] = self._sha256
+            atomic_write_text(self.state_path + ".json", json.dumps(state))
 
     @staticmethod
     def forget(state_path: str) -> None:
@@ -135,16 +151,29 @@ def train(
         # More steps per call than an epoch has would run past the epoch's end.
         steps_per_execution=max(1, min(config.steps_per_execution, steps_per_epoch)),
     )
-    finished_epochs = 0
+    finished_epochs, steps_done = 0, 0
     checkpoint = None
+    best = None
     if run_dir:
-        checkpoint = EpochCheckpoint(os.path.join(run_dir, "backup"))
-        finished_epochs = _agreed_resume_epoch(checkpoint)
-        if finished_epochs:
-            print(f"Resuming from epoch {finished_epochs} ({checkpoint.directory}).", flush=True)
+        checkpoint = EpochCheckpoint(os.path.join(run_dir, "backup"), config.checkpoint_every_steps)
+        finished_epochs, steps_done = _agreed_resume_position(checkpoint)
+        if steps_done >= steps_per_epoch:  # a checkpoint of another batch size: resume at its epoch
+            finished_epochs, steps_done = _agreed_resume_position(checkpoint, (finished_epochs, 0))
+        if finished_epochs or steps_done:
+            try:
+                best = BestValidation(student, os.path.join(run_dir, "best"))
+            except DamagedFileError as error:
+                # The best-so-far of the finished epochs is lost with it: only a new start gives it again.
+                print(f"Warning: {error}; training starts over.", flush=True)
+                checkpoint.clear()
+                finished_epochs, steps_done = 0, 0
+        if finished_epochs or steps_done:
+            inside = f", step {steps_done} of epoch {finished_epochs + 1}" if steps_done else ""
+            print(f"Resuming from epoch {finished_epochs}{inside} ({checkpoint.directory}).", flush=True)
         else:
             BestValidation.forget(os.path.join(run_dir, "best"))  # a fresh start keeps no stale best
-    best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
+    if best is None:
+        best = BestValidation(student, os.path.join(run_dir, "best") if run_dir else None)
     # The best-so-far and the history are stored before the epoch's checkpoint: a kill between them reruns
     # that epoch, which finds the same best again, instead of resuming past an epoch never recorded.
     records = []
@@ -160,24 +189,36 @@ def train(
         runtime.StopOnInterrupt(),
         *callbacks,
     ]
-    # One endless pass-after-pass stream: a resumed run skips the finished epochs' batches (input work only)
-    # and so sees exactly the batches an uninterrupted run would.
+    # One endless pass-after-pass stream: a resumed run skips the batches already trained on (input work
+    # only) and so sees exactly the batches an uninterrupted run would, from the step where it stopped.
     strategy = tf.distribute.get_strategy()
-    train_stream = training_stream(strategy, splits, finished_epochs * steps_per_epoch)
     validation_source = splits.validation if splits.validation is not None else splits.test
     validation = runtime.split_batches(strategy, validation_source)
+
+    def fit(first_epoch: int, last_epoch: int, steps: int, skip: int):
+        distiller.fit(
+            training_stream(strategy, splits, skip),
+            shuffle=False,  # the pipelines shuffle themselves
+            steps_per_epoch=steps,
+            validation_data=validation,
+            validation_steps=_batches_of(validation_source, validation),
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            callbacks=all_callbacks,
+            verbose=config.verbose,
+        )
+
     start = time.perf_counter()
-    distiller.fit(
-        train_stream,
-        shuffle=False,  # the pipelines shuffle themselves
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation,
-        validation_steps=_batches_of(validation_source, validation),
-        initial_epoch=finished_epochs,
-        epochs=config.epochs,
-        callbacks=all_callbacks,
-        verbose=config.verbose,
-    )
+    # With checkpoints, SIGTERM stops training at the next step boundary, after a checkpoint of that step.
+    with runtime.deferring_terminations() if checkpoint else contextlib.nullcontext():
+        if steps_done:
+            # The rest of the epoch that stopped inside, as an epoch of its own; then the epochs after it.
+            checkpoint.resume_inside(finished_epochs, steps_done)
+            skip = finished_epochs * steps_per_epoch + steps_done
+            fit(finished_epochs, finished_epochs + 1, steps_per_epoch - steps_done, skip)
+            finished_epochs += 1
+        if finished_epochs < config.epochs or not steps_done:
+            fit(finished_epochs, config.epochs, steps_per_epoch, finished_epochs * steps_per_epoch)
     wall_time = time.perf_counter() - start
     best.restore()
     test_batches = runtime.split_batches(strategy, splits.test)
@@ -217,20 +258,21 @@ def _batches_of(source, split) -> int | None:
     return count if count > 0 else None
 
 
-def _agreed_resume_epoch(checkpoint: EpochCheckpoint) -> int:
-    """The epoch to resume from: the newest checkpoint, or across workers the newest that every worker holds
-    (each keeps its own; one killed between two saves is an epoch behind, and the others still hold it)."""
+def _agreed_resume_position(checkpoint: EpochCheckpoint, at_most=None) -> tuple[int, int]:
+    """(whole epochs, steps into the next) to resume from: the newest checkpoint, or across workers the
+    newest that every worker holds (each keeps its own; one killed between two saves is a checkpoint behind,
+    and the others still hold that one)."""
     strategy = tf.distribute.get_strategy()
-    epoch = checkpoint.restorable_epoch()
-    for _ in range(2):  # a second round settles a worker whose agreed epoch's file turned out damaged
-        agreed = runtime.agreed_minimum(strategy, epoch)
-        if agreed != epoch:
-            epoch = checkpoint.restorable_epoch(at_most=agreed)
-    if runtime.agreed_minimum(strategy, epoch) != epoch:
+    position = checkpoint.restorable_position(at_most)
+    for _ in range(2):  # a second round settles a worker whose agreed checkpoint turned out damaged
+        agreed = runtime.agreed_minimum(strategy, position_code(*position))
+        if agreed != position_code(*position):
+            position = checkpoint.restorable_position(divmod(agreed, 2**32))
+    if runtime.agreed_minimum(strategy, position_code(*position)) != position_code(*position):
         raise RuntimeError(
             f"The workers hold no common checkpoint in {checkpoint.directory}; rerun with --overwrite."
         )
-    return epoch
+    return position
 
 
 class NonFiniteLossError(FloatingPointError):

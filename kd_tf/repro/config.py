@@ -111,6 +111,7 @@ class Runtime:
     teacher_cache: str
     teacher_cache_max_mb: float
     steps_per_epoch: int | None
+    checkpoint_every_steps: int
     deterministic: bool
     verbose: bool
     progress: str
@@ -365,6 +366,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
             teacher_cache=flag_values.teacher_cache,
             teacher_cache_max_mb=flag_values.teacher_cache_max_mb,
             steps_per_epoch=flag_values.steps_per_epoch,
+            checkpoint_every_steps=flag_values.checkpoint_every_steps,
             deterministic=flag_values.deterministic,
             verbose=flag_values.verbose,
             progress=flag_values.progress,

@@ -327,13 +327,15 @@ def distil(
     seed: int = 0,
     run_dir: str | None = None,
     cache_dirs: Sequence[str] | None = None,
+    refuse_damaged_cache: bool = False,
 ):
     """Builds a new `model_name` student (seeded `seed + 1`) and trains it with `method`.
 
     `values` maps hyperparameter flag names to values; the method takes the ones it accepts. With
     `cache_dirs`, a method that needs the teacher's outputs reads them from the first of those directories
     that holds a fitting cache (`kd_tf.offline`; built in the last one otherwise) instead of running the
-    teacher at every step. Returns `(student, train()'s result, the hyperparameters used)`; the result's
+    teacher at every step; a damaged cache is rebuilt (with a warning naming the file), or, with
+    `refuse_damaged_cache`, refused. Returns `(student, train()'s result, the hyperparameters used)`; the result's
     `teacher_cache` says whether the teacher's outputs came from a cache.
     """
     hyperparameters = losses.hyperparameters_of(method, values)
@@ -342,7 +344,7 @@ def distil(
     cached = needs_teacher and bool(cache_dirs)
     if cached:
         splits = offline.distillation_splits(
-            splits, loss, offline.load_or_build(teacher, splits, list(cache_dirs))
+            splits, loss, offline.load_or_build(teacher, splits, list(cache_dirs), refuse_damaged_cache)
         )
     keras.utils.set_random_seed(seed + 1)
     student = build_model(
@@ -375,6 +377,7 @@ def distil_as(study, method: str, teacher, splits, seed: int, run_dir: str, cach
         seed=seed,
         run_dir=run_dir,
         cache_dirs=cache_dirs,
+        refuse_damaged_cache=getattr(study, "teacher_cache", "auto") == "on",
     )
 
 

@@ -10,7 +10,7 @@ import keras
 import data.ptb
 import models
 from kd_tf import language_model, losses, offline, teacher_cache, training
-from kd_tf.io import atomic_write_text
+from kd_tf.io import DamagedFileError, atomic_write_text
 from kd_tf.repro import experiment, paper
 
 
@@ -48,7 +48,8 @@ def run(options) -> None:
     teacher_payloads = None
     if teacher is not None and loss is not None and _cached(options, corpus, loss):
         places = dict.fromkeys([options.output_dir, options.final_output_dir])
-        teacher_payloads, teacher = _teacher_payloads(teacher, corpus, loss, list(places)), None
+        refuse = options.teacher_cache() == "on"
+        teacher_payloads, teacher = _teacher_payloads(teacher, corpus, loss, list(places), refuse), None
     result = language_model.train_language_model(
         model=model,
         corpus=corpus,
@@ -115,7 +116,7 @@ def run(options) -> None:
     print("\n" + table)
 
 
-def _teacher_payloads(teacher, corpus, loss, output_dirs: list[str]):
+def _teacher_payloads(teacher, corpus, loss, output_dirs: list[str], refuse: bool = False):
     """The teacher's payload over the training text, read from a teacher cache (`teacher_cache/` in one of
     `output_dirs`, the cache format of every dataset: `kd_tf.teacher_cache`) that fits this teacher, loss and
     text, or computed and stored in the first of them (a resumed or repeated student reads it back)."""
@@ -129,6 +130,9 @@ def _teacher_payloads(teacher, corpus, loss, output_dirs: list[str]):
                 teacher=teacher,
                 data=(examples["inputs"], examples["labels"]),
             )
+        except DamagedFileError as error:
+            offline.damaged(error, refuse)
+            continue
         except (FileNotFoundError, ValueError):
             continue
         print(f"Reading the teacher's outputs from {cached.directory}.", flush=True)

@@ -78,8 +78,19 @@ def _run_held(options: Run, strategy, holding) -> None:
             _run_mode(options, strategy)
     except DirectoryInUseError as error:
         raise UserError(str(error)) from error
+    except OSError as error:  # taking the directory, or the `--overwrite` swap
+        if options.config.runtime.verbose:
+            raise
+        raise UserError(_os_error_message(error, options)) from error
     finally:
         options.output_dir = options.final_output_dir
+
+
+def _os_error_message(error: OSError, options: Run) -> str:
+    """A refusal's own message (a missing input the run named), or the I/O error's path, cause and cure."""
+    if error.errno is None:
+        return str(error)
+    return outputs.io_error_message(error, options.final_output_dir)
 
 
 def _run_as_worker(options: Run, strategy, worker: runtime.Worker) -> None:
@@ -108,9 +119,12 @@ def _run_mode(options: Run, strategy) -> None:
     with strategy.scope():
         try:
             MODES[config.mode, datasets.facts(config.dataset).kind](options)
+        except OSError as error:
+            if config.runtime.verbose:
+                raise
+            raise UserError(_os_error_message(error, options)) from error
         except (
             ValueError,
-            FileNotFoundError,
             experiment.TeacherMismatchError,
             training.NonFiniteLossError,
         ) as error:
@@ -222,6 +236,7 @@ class Run:
             steps_per_execution=self.steps_per_execution(),
             verbose=verbose,
             tensorboard=settings.tensorboard,
+            checkpoint_every_steps=self.config.runtime.checkpoint_every_steps,
         )
 
     def jobs(self, cells: int) -> int:

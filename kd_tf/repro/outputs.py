@@ -10,6 +10,7 @@ replacement from its own checkpoints.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -124,3 +125,66 @@ def _finish_interrupted_swap(path: str) -> None:
             _move_aside(path, replaced)  # the kill came while old entries were moved aside
         _move_in(path, staging)
     shutil.rmtree(replaced)
+
+
+def _nearest_existing(path: str) -> str:
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
+def megabytes(count: float) -> str:
+    return f"{count / 2**20:,.1f} MB"
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free to this user on the filesystem that holds `path` (or would hold it), or `None`."""
+    try:
+        return shutil.disk_usage(_nearest_existing(path)).free
+    except OSError:
+        return None
+
+
+_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or directory",
+    errno.EIO: "input/output error",
+}
+
+
+def io_error_message(error: OSError, output_dir: str) -> str:
+    """One paragraph for a failed read or write: the path, the cause, what to do; for a full disk, what is
+    free there and roughly what the write needed (`error.needed_bytes`, where the writer knew it)."""
+    path = error.filename or output_dir
+    cause = _CAUSES.get(error.errno, error.strerror or type(error).__name__)
+    code = errno.errorcode.get(error.errno, "")
+    text = f"{path}: {cause}" + (f" ({code})." if code else ".")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path)
+        needed = getattr(error, "needed_bytes", None)
+        if free is not None:
+            text += f" {megabytes(free)} free on that filesystem"
+            text += f"; this write needed about {megabytes(needed)} more." if needed else "."
+        text += (
+            " Free some space there (or copy --output_dir to a disk with room and point --output_dir to it)"
+        )
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        text += " Give this user write access to it (or choose another --output_dir)"
+    elif error.errno == errno.EROFS:
+        text += " The filesystem is mounted read-only: remount it writable or choose another --output_dir"
+    elif error.errno == errno.ENOENT:
+        text += (
+            " It is missing: an input was moved, or a directory the run writes into vanished while it ran. "
+            "Restore it (or choose another --output_dir)"
+        )
+    else:
+        text += " Fix the cause"
+    return (
+        text + ", then run the same command again: every file is written whole or not at all, and the run "
+        "resumes from its last checkpoint."
+    )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from kd_tf import runtime
-from kd_tf.io import atomic_write_text, read_json
+from kd_tf.io import DamagedFileError, atomic_write_text, read_json
 
 RECORD = "record.json"
 # What a finished cell no longer needs: its epoch checkpoints and best-so-far state (`training.train`).
@@ -25,10 +26,25 @@ def finished(directory: str) -> dict | None:
     """The record of a finished run in `directory`, or `None`; across workers, only one every worker holds
     (otherwise all train it again together: a collective needs every worker)."""
     path = os.path.join(directory, RECORD)
-    held = os.path.exists(path)
-    if runtime.agreed_minimum(tf.distribute.get_strategy(), int(held)) == 0:
+    record = _readable_record(path)
+    if runtime.agreed_minimum(tf.distribute.get_strategy(), int(record is not None)) == 0:
         return None
-    return read_json(path)
+    return record
+
+
+def _readable_record(path: str) -> dict | None:
+    """The record at `path`; `None` when there is none, or, with one warning naming it, when it is damaged
+    (then the cell is unfinished: it trains again and its new record replaces the damaged one)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise DamagedFileError(path, "it holds no record object")
+    except DamagedFileError as error:
+        print(f"Warning: {error}; its cell is trained again.", file=sys.stderr, flush=True)
+        return None
+    return record
 
 
 def keep(directory: str, record: dict, drop_resume_state: bool = False) -> None:
