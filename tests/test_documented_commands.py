@@ -46,6 +46,8 @@ PTB = [
     "--progress=none",
 ]
 DIGITS = ["--steps_per_epoch=2", "--epochs=1", "--teacher_epochs=1", "--batch_size=32", "--progress=none"]
+# ResNet-8 for the flagfiles' ResNet-56 and ResNet-20: the same family and path, a fraction of the tracing.
+SMALL_RESNETS = ["--teacher_model=resnet8", "--student_model=resnet8"]
 QUICK = ["--quick", "--progress=none"]
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
@@ -58,10 +60,13 @@ MAKE_TOY_CORPUS = (
 GROUPS = {
     "synthetic": [
         ("python run.py", SYNTHETIC),
-        ("python run.py --flagfile=configs/synthetic_table1.flags", [*SYNTHETIC, "--methods=kd"]),
+        (
+            "python run.py --flagfile=configs/synthetic_table1.flags",
+            [*SYNTHETIC, "--methods=kd", "--taus=0.8"],
+        ),
         (
             "python run.py --flagfile=configs/synthetic_table1_tasks.flags",
-            [*SYNTHETIC, "--methods=kd", "--seeds=0", "--task_seeds=0,1"],
+            [*SYNTHETIC, "--methods=kd", "--seeds=0", "--task_seeds=0,1", "--taus=0.8"],
         ),
         ("python run.py --helpfull", [], 1),  # absl's help flags exit with 1
     ],
@@ -72,10 +77,10 @@ GROUPS = {
         ("python run.py --flagfile=configs/regime_map.flags", QUICK),
     ],
     "digits": [
-        ("python run.py --flagfile=configs/digits_table.flags", DIGITS),
+        ("python run.py --flagfile=configs/digits_table.flags", [*DIGITS, *SMALL_RESNETS]),
         (
             "python run.py --flagfile=configs/digits_teacher_wins.flags",
-            [*DIGITS, "--seeds=0", "--lr_boundary_epochs=0.5,0.75"],
+            [*DIGITS, "--teacher_model=resnet8", "--seeds=0", "--lr_boundary_epochs=0.5,0.75"],
         ),
     ],
     "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],

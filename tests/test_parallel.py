@@ -5,9 +5,11 @@ import os
 import signal
 import time
 
+import pytest
 from cli_process import TINY, check_ok, run_cli, start_cli, wait_for
 
-TABLE = [*TINY, "--taus=0.2,0.8", "--methods=kd,kd_pt", "--deterministic"]
+# 60 teacher epochs (milliseconds each) give a kill time to land while a teacher trains.
+TABLE = [*TINY, "--taus=0.2,0.8", "--methods=kd,kd_pt", "--deterministic", "--teacher_epochs=60"]
 
 
 def records(directory):
@@ -21,20 +23,26 @@ def same_records(one, other):
         assert {**one[key], "wall_time_s": 0} == {**other[key], "wall_time_s": 0}, key
 
 
-def test_two_jobs_write_the_one_job_table_and_method_order_does_not_matter(tmp_path):
-    sequential = str(tmp_path / "one")
+@pytest.fixture(scope="module")
+def one_job_table(tmp_path_factory):
+    """The table trained in one process: what every run with `--jobs=2` must write."""
+    sequential = str(tmp_path_factory.mktemp("one_job") / "one")
     check_ok(run_cli([*TABLE, f"--output_dir={sequential}"]))
+    return sequential
+
+
+def test_two_jobs_write_the_one_job_table_and_method_order_does_not_matter(one_job_table, tmp_path):
     parallel = str(tmp_path / "two")
     completed = check_ok(run_cli([*TABLE, "--jobs=2", "--methods=kd_pt,kd", f"--output_dir={parallel}"]))
     assert "2 jobs at a time, 1 thread(s) each (--jobs)." in completed.stdout
     assert completed.stdout.count(" test accuracy ") == 6  # one line per finished cell
-    same_records(records(sequential), records(parallel))
+    same_records(records(one_job_table), records(parallel))
 
 
-def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_same_table(tmp_path):
-    argv = [*TABLE, "--jobs=2", "--teacher_epochs=60"]
-    uninterrupted = str(tmp_path / "whole")
-    check_ok(run_cli([*argv, f"--output_dir={uninterrupted}"]))
+def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_same_table(
+    one_job_table, tmp_path
+):
+    argv = [*TABLE, "--jobs=2"]
     killed = str(tmp_path / "killed")
     process = start_cli([*argv, f"--output_dir={killed}"])
     pointer = os.path.join(killed, "runs", "tau=0.2", "seed=0", "teacher", "backup", "latest.json")
@@ -54,7 +62,7 @@ def test_a_killed_parallel_table_leaves_no_worker_writing_and_resumes_to_the_sam
     time.sleep(3)
     assert files() == before, "a worker kept training after its run was killed"
     check_ok(run_cli([*argv, f"--output_dir={killed}"]))
-    same_records(records(uninterrupted), records(killed))
+    same_records(records(one_job_table), records(killed))
 
 
 def sweep_records(directory):
