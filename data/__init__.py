@@ -71,6 +71,9 @@ class Facts:
         measures: `(options, seed) -> dict` of numbers a run records about its data (the synthetic task's
             label non-linearity), or `None`.
         describe_measures: `measures -> str`, those numbers in one line for a person, or `None`.
+        data_problem: `options -> str | None`: why `load(**options)` cannot read its data (a file missing
+            or damaged, named, and how to get it), checked before any work; `None` where the only check is
+            that a given `data_dir` is a directory.
     """
 
     default_models: tuple[str, str]
@@ -82,6 +85,7 @@ class Facts:
     kind: str = "classification"
     measures: Callable[[dict, int], dict] | None = None
     describe_measures: Callable[[dict], str] | None = None
+    data_problem: Callable[[dict], str | None] | None = None
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes
@@ -125,6 +129,7 @@ _MODULES = {
     "synthetic": "data.synthetic",
     "cifar100": "data.cifar100",
     "digits": "data.digits",
+    "fashion_mnist": "data.fashion_mnist",
     "imagenet": "data.imagenet",
     "ptb": "data.ptb",
 }
