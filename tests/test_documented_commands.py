@@ -46,6 +46,17 @@ PTB = [
     "--progress=none",
 ]
 DIGITS = ["--steps_per_epoch=2", "--epochs=1", "--teacher_epochs=1", "--batch_size=32", "--progress=none"]
+FASHION = [  # generated Fashion-MNIST-format files (240 training images), one epoch of 6 steps, one seed
+    "--data_dir=runs/fashion_mnist_toy",
+    "--epochs=1",
+    "--lr_boundary_epochs=0.5,0.75",
+    "--batch_size=32",
+    "--seeds=0",
+    "--progress=none",
+]
+MAKE_FASHION_TOY = (
+    'python -c "import data.fashion_mnist as f; f.write_toy_data(\'runs/fashion_mnist_toy\')"'
+)
 QUICK = ["--quick", "--progress=none"]
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
@@ -81,6 +92,11 @@ GROUPS = {
             "python run.py --flagfile=configs/digits_teacher_wins.flags",
             [*DIGITS, "--seeds=0", "--lr_boundary_epochs=0.5,0.75"],
         ),
+    ],
+    "fashion_mnist": [
+        (MAKE_FASHION_TOY, []),
+        ("python run.py --flagfile=configs/fashion_mnist_table.flags", FASHION),
+        ("python run.py --flagfile=configs/fashion_mnist_ls_teacher.flags", FASHION),
     ],
     "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],
     "ptb": [
