@@ -54,9 +54,7 @@ FASHION = [  # generated Fashion-MNIST-format files (240 training images), one e
     "--seeds=0",
     "--progress=none",
 ]
-MAKE_FASHION_TOY = (
-    'python -c "import data.fashion_mnist as f; f.write_toy_data(\'runs/fashion_mnist_toy\')"'
-)
+MAKE_FASHION_TOY = "python -c \"import data.fashion_mnist as f; f.write_toy_data('runs/fashion_mnist_toy')\""
 QUICK = ["--quick", "--progress=none"]
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
