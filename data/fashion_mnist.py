@@ -44,12 +44,13 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
-# KD-rel's hierarchy (BUILD.md "Fashion-MNIST"): the garments worn on the upper body, which classifiers
-# confuse with each other, the footwear, and the rest.
+# KD-rel's hierarchy (BUILD.md "Fashion-MNIST"): the garments worn on the upper body (a dress among them:
+# the pilot teacher's validation errors on dresses went to shirts, coats and T-shirts), the footwear, and
+# the rest. 94.5 % of that teacher's validation errors stay inside a super-class (31 % at chance).
 SUPERCLASSES = (
-    ("upper_body", ("T-shirt/top", "Pullover", "Coat", "Shirt")),
+    ("upper_body", ("T-shirt/top", "Pullover", "Dress", "Coat", "Shirt")),
     ("footwear", ("Sandal", "Sneaker", "Ankle boot")),
-    ("other", ("Trouser", "Dress", "Bag")),
+    ("other", ("Trouser", "Bag")),
 )
 COARSE_LABEL_NAMES = tuple(name for name, _ in SUPERCLASSES)
 
