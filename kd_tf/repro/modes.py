@@ -346,6 +346,11 @@ def _run_table(options: Run) -> None:
     )
     table = experiment.format_table(records, study.column_key, paper=options.paper_column())
     table += _data_lines(records, study.column_key)
+    if options.dataset == "synthetic":
+        table += (
+            "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
+            "line up with ours):\n\n" + paper.table1_markdown()
+        )
     # Runs that selected their epoch on a validation split (records from before the field aside).
     if all("last_epoch_test_accuracy" in record for record in records) and any(
         record.get("selected_on") == "validation" for record in records
@@ -353,11 +358,6 @@ def _run_table(options: Run) -> None:
         table += (
             "\nTest accuracy (%) at the last epoch (no selection), the same runs:\n\n"
             + experiment.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
-        )
-    if options.dataset == "synthetic":
-        table += (
-            "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
-            "line up with ours):\n\n" + paper.table1_markdown()
         )
     experiment.write_results(options.output_dir, records, table, header)
     experiment.write_results_figure(
