@@ -168,7 +168,7 @@ def _checked(images: np.ndarray, labels: np.ndarray, images_name: str, labels_na
 @functools.cache
 def _idx_arrays(directory: str, _stamp: tuple) -> tuple[np.ndarray, ...]:
     paths = {name: os.path.join(directory, file) for name, file in FILES.items()}
-    for path in paths.values():  # every missing file is named before any is read
+    for path in paths.values():  # a missing file is named before any file is read
         if not os.path.isfile(path):
             raise DataNotFoundError(f"Fashion-MNIST file {path} is missing. {HOW_TO_GET}")
     arrays = {name: read_idx(path) for name, path in paths.items()}
@@ -246,7 +246,8 @@ def split_indices(num_train: int) -> tuple[np.ndarray, np.ndarray]:
 def data_problem(options: dict) -> str | None:
     """Why `load(**options)` cannot read its data (a file missing or damaged, named), or `None`.
 
-    Reads the files (a second or so for the real data): a damaged file is refused before any work.
+    Reads the files (about 5 s for the real data here; kept for `load` in this process): a damaged file
+    is refused before any work.
     """
     data_dir = options.get("data_dir")
     if data_dir == TFDS:
