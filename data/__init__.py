@@ -75,6 +75,9 @@ class Facts:
         optional_packages: what `load` imports beyond the base install: import name -> (the package's name
             on PyPI, the extra of `setup.py` that installs it). Facts that need one of them are unknown
             (`examples` gives `None`) where it is missing, and a run of the dataset is refused.
+        data_problem: `options -> str | None`: why `load(**options)` cannot read its data (a file missing
+            or damaged, named, and how to get it), checked before any work; `None` where the only check is
+            that a given `data_dir` is a directory.
     """
 
     default_models: tuple[str, str]
@@ -95,6 +98,8 @@ class Facts:
             for module_name, (name, extra) in self.optional_packages.items()
             if not _importable(module_name)
         ]
+
+    data_problem: Callable[[dict], str | None] | None = None
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes
@@ -147,6 +152,7 @@ _MODULES = {
     "synthetic": "data.synthetic",
     "cifar100": "data.cifar100",
     "digits": "data.digits",
+    "fashion_mnist": "data.fashion_mnist",
     "imagenet": "data.imagenet",
     "ptb": "data.ptb",
 }

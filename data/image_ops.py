@@ -133,6 +133,7 @@ def image_splits(
     flip: bool = True,
     color_augment: bool = True,
     class_parents: np.ndarray | None = None,
+    validation_examples: tf.data.Dataset | None = None,
 ) -> Splits:
     """Builds the `Splits` of an image classification dataset from unbatched `(uint8 image, label, ...)`.
 
@@ -149,6 +150,8 @@ def image_splits(
         shuffle_buffer: size of the shuffle buffer (the split size gives a uniform shuffle).
         padding, flip, color_augment: as in `train_transform`.
         class_parents: `[num_classes]` super-class ids, or `None`.
+        validation_examples: unbatched held-out elements for model selection (prepared as `test_examples`),
+            or `None` (then the runner selects on `test`).
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
@@ -164,6 +167,9 @@ def image_splits(
         )
     train_examples = train_examples.cache()
     test_examples = test_examples.cache()
+    validation = (
+        None if validation_examples is None else _eval_batches(validation_examples.cache(), batch_size)
+    )
     if augment:
         train = _augmented_batches(
             train_examples,
@@ -201,6 +207,7 @@ def image_splits(
         class_parents=class_parents,
         augmented=augment,
         train_with_targets=train_with_targets,
+        validation=validation,
     )
 
 

@@ -137,7 +137,8 @@ def train(
     run_dir: str | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
-    """Trains `student` (against `teacher`, if any) and returns its metrics at the best validation epoch.
+    """Trains `student` (against `teacher`, if any) and returns its metrics at the best validation epoch,
+    and its test accuracy at the last epoch (`last_epoch_test_accuracy`).
 
     Model selection uses `splits.validation`, or `splits.test` when there is none (as the paper did for
     CIFAR-100 and ImageNet). With `run_dir`, training is checkpointed every epoch and resumes from the last
@@ -196,7 +197,7 @@ def train(
     validation = runtime.split_batches(strategy, validation_source)
 
     def fit(first_epoch: int, last_epoch: int, steps: int, skip: int):
-        distiller.fit(
+        return distiller.fit(
             training_stream(strategy, splits, skip),
             shuffle=False,  # the pipelines shuffle themselves
             steps_per_epoch=steps,
@@ -210,27 +211,42 @@ def train(
 
     start = time.perf_counter()
     # With checkpoints, SIGTERM stops training at the next step boundary, after a checkpoint of that step.
+    fitted = None  # the last `fit`'s History: its last validation pass is the last epoch's
     with runtime.deferring_terminations() if checkpoint else contextlib.nullcontext():
         if steps_done:
             # The rest of the epoch that stopped inside, as an epoch of its own; then the epochs after it.
             checkpoint.resume_inside(finished_epochs, steps_done)
             skip = finished_epochs * steps_per_epoch + steps_done
-            fit(finished_epochs, finished_epochs + 1, steps_per_epoch - steps_done, skip)
+            fitted = fit(finished_epochs, finished_epochs + 1, steps_per_epoch - steps_done, skip)
             finished_epochs += 1
         if finished_epochs < config.epochs or not steps_done:
-            fit(finished_epochs, config.epochs, steps_per_epoch, finished_epochs * steps_per_epoch)
+            fitted = fit(finished_epochs, config.epochs, steps_per_epoch, finished_epochs * steps_per_epoch)
     wall_time = time.perf_counter() - start
-    best.restore()
     test_batches = runtime.split_batches(strategy, splits.test)
-    test = distiller.evaluate(
-        test_batches, steps=_batches_of(splits.test, test_batches), verbose=0, return_dict=True
-    )
+
+    def test_metrics():
+        return distiller.evaluate(
+            test_batches, steps=_batches_of(splits.test, test_batches), verbose=0, return_dict=True
+        )
+
+    # The last epoch's test accuracy beside the selected epoch's: where selection reads a validation
+    # split, the test pass at the last epoch is the only unselected number. Without one, the last epoch's
+    # validation pass was the test pass.
+    last_validation = fitted.history.get("val_accuracy") if fitted is not None else None
+    if splits.validation is None and last_validation:
+        last_epoch_test_accuracy = float(last_validation[-1])
+    else:
+        last_epoch_test_accuracy = float(test_metrics()["accuracy"])
+    best.restore()
+    test = test_metrics()
     return {
         "best_validation_accuracy": best.best_accuracy,
         "best_epoch": best.best_epoch + 1,
+        "selected_on": "test" if splits.validation is None else "validation",
         "test_accuracy": float(test["accuracy"]),
         "test_top5_accuracy": float(test["top5_accuracy"]),
         "test_cross_entropy": float(test["hard_loss"]),
+        "last_epoch_test_accuracy": last_epoch_test_accuracy,
         "wall_time_s": wall_time,
     }
 

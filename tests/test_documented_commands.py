@@ -48,6 +48,16 @@ PTB = [
 DIGITS = ["--steps_per_epoch=2", "--epochs=1", "--teacher_epochs=1", "--batch_size=32", "--progress=none"]
 # ResNet-8 for the flagfiles' ResNet-56 and ResNet-20: the same family and path, a fraction of the tracing.
 SMALL_RESNETS = ["--teacher_model=resnet8", "--student_model=resnet8"]
+FASHION = [  # generated Fashion-MNIST-format files (240 training images), one epoch of 6 steps, one seed
+    "--data_dir=runs/fashion_mnist_toy",
+    "--epochs=1",
+    "--lr_boundary_epochs=0.5,0.75",
+    "--batch_size=32",
+    "--seeds=0",
+    "--progress=none",
+    "--jobs=1",  # every cell in the run's own process: no worker start-ups (the table path is the same)
+]
+MAKE_FASHION_TOY = "python -c \"import data.fashion_mnist as f; f.write_toy_data('runs/fashion_mnist_toy')\""
 QUICK = ["--quick", "--progress=none"]
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
@@ -82,6 +92,11 @@ GROUPS = {
             "python run.py --flagfile=configs/digits_teacher_wins.flags",
             [*DIGITS, "--teacher_model=resnet8", "--seeds=0", "--lr_boundary_epochs=0.5,0.75"],
         ),
+    ],
+    "fashion_mnist": [
+        (MAKE_FASHION_TOY, []),
+        ("python run.py --flagfile=configs/fashion_mnist_table.flags", FASHION),
+        ("python run.py --flagfile=configs/fashion_mnist_ls_teacher.flags", FASHION),
     ],
     "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],
     "ptb": [
@@ -207,7 +222,12 @@ def scratch(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("group", sorted(GROUPS))
+SLOW_GROUPS = {"fashion_mnist"}  # about 45 s here: a ResNet-8 teacher and 12 students in two tables
+
+
+@pytest.mark.parametrize(
+    "group", [pytest.param(g, marks=pytest.mark.slow) if g in SLOW_GROUPS else g for g in sorted(GROUPS)]
+)
 def test_documented_commands_run_at_a_tiny_size(group, scratch):
     if group == "digits":
         pytest.importorskip("sklearn")

@@ -121,7 +121,11 @@ class _Checker:
             self._missing(
                 f"--dataset={self.config.dataset} needs --data_dir (see BUILD.md for preparing the data)."
             )
-        if config.data_dir and not config.data_dir.startswith("gs://"):
+        if facts.data_problem is not None:
+            problem = facts.data_problem(dict(config.data_options))
+            if problem:
+                self._missing(problem)
+        elif config.data_dir and not config.data_dir.startswith("gs://"):
             if not os.path.isdir(config.data_dir):
                 self._missing(f"--data_dir={config.data_dir} is not a directory.")
         if config.runtime.strategy == "multi_worker_mirrored":

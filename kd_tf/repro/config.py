@@ -249,7 +249,7 @@ class Config:
         if model in ("mlp", "deep_linear"):
             width = flags.teacher_width if role == "teacher" else flags.student_width
             return {"width": width, "logit_scale": flags.logit_scale, "name": role, **synchronized}
-        if model.startswith("resnet") and self.dataset in ("cifar100", "digits"):
+        if model.startswith("resnet") and self.dataset in ("cifar100", "digits", "fashion_mnist"):
             return {"variant": flags.resnet_variant, "name": role, **synchronized}
         return {"name": role, **synchronized}
 

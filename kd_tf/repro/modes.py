@@ -366,6 +366,14 @@ def _run_table(options: Run) -> None:
             "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
             "line up with ours):\n\n" + paper.table1_markdown()
         )
+    # Runs that selected their epoch on a validation split (records from before the field aside).
+    if all("last_epoch_test_accuracy" in record for record in records) and any(
+        record.get("selected_on") == "validation" for record in records
+    ):
+        table += (
+            "\nTest accuracy (%) at the last epoch (no selection), the same runs:\n\n"
+            + experiment.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
+        )
     experiment.write_results(options.output_dir, records, table, header)
     experiment.write_results_figure(
         options.output_dir, records, study.column_key, f"{options.dataset}: test accuracy, {seeds}"
