@@ -47,7 +47,9 @@ def make_strategy(
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        _reclaim_sigterm()
+        return strategy
     if tpu is None:
         raise ValueError("`strategy=tpu` needs `tpu` (the TPU name, or 'local' on a TPU VM).")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if tpu == "local" else tpu)
@@ -218,6 +220,14 @@ def catch_terminations(exit_at_once: bool = False) -> None:
     signal.signal(signal.SIGTERM, _on_terminate)
 
 
+def _reclaim_sigterm() -> None:
+    """Puts `catch_terminations`'s handler back where it was installed. TensorFlow's coordination service
+    (multi-worker training) installs a SIGTERM handler of its own in C++, its preemption notifier, which only
+    notes the signal's time: the process would then train on as if nothing had come."""
+    if signal.getsignal(signal.SIGTERM) is _on_terminate:
+        signal.signal(signal.SIGTERM, _on_terminate)
+
+
 def _on_terminate(signum, frame):
     global _terminated
     _terminated = True
@@ -248,6 +258,7 @@ def deferring_terminations():
     its next step boundary and raises `Terminated` itself. One that came and was not acted on (it arrived
     after the loop's last step) is raised when the block ends."""
     global _deferred
+    _reclaim_sigterm()
     _deferred += 1
     try:
         yield

@@ -32,6 +32,7 @@ def test_flagfile_parses(path, monkeypatch):
         )
 
 
+@pytest.mark.slow
 def test_cifar100_teacher_and_kd_topk_student_two_steps_on_mock_data(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     tiny = ["--batch_size=8", "--steps_per_epoch=2", "--epochs=1", "--progress=none", "--jit_compile=false"]
@@ -69,6 +70,7 @@ def write_imagenet_shards(directory, prefix, count, seed):
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
+@pytest.mark.slow
 def test_imagenet_resnet50_kd_topk_student_step_from_a_resnet152_teacher(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     data_dir = tmp_path / "imagenet"

@@ -22,6 +22,9 @@ from imagenet_shards import write_shards
 import kd_tf  # noqa: F401 (registers the saved models' layers)
 from kd_tf import launch
 
+# Every test here starts several TensorFlow processes (20–120 s each on two cores).
+pytestmark = pytest.mark.slow
+
 # Exact data-parallel arithmetic: batch statistics over the global batch, fixed op order.
 SAME_STEPS = [*TINY, "--sync_batch_norm", "--deterministic", "--collective_timeout=60"]
 
@@ -185,6 +188,59 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     online_across_workers(records(double))
     assert_same_weights(os.path.join(single_student, "student.keras"), os.path.join(double, "student.keras"))
     assert not os.path.exists(os.path.join(double, "workertemp_1"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_with_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
+    tmp_path, teacher_dir
+):
+    # 64 steps an epoch: the SIGTERM, sent once an epoch is saved, lands inside the second.
+    argv = [*student_argv(teacher_dir), "--batch_size=8", "--epochs=2"]
+    double = str(tmp_path / "double")
+    ports = launch.free_ports(2)
+    logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={double}"],
+            cwd=str(tmp_path),
+            env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
+            stdout=logs[index],
+            stderr=subprocess.STDOUT,
+        )
+        for index in range(2)
+    ]
+    try:
+        pointer = os.path.join(double, "workertemp_1", "backup", "latest.json")
+
+        def an_epoch_saved():
+            try:
+                with open(pointer) as handle:
+                    return json.load(handle)["epoch"] >= 1
+            except (OSError, ValueError):
+                return False
+
+        wait_for(an_epoch_saved, timeout=180, process=workers[1])
+        workers[1].send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=120) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        for log in logs:
+            log.close()
+    outputs = [(tmp_path / f"worker-{index}.log").read_text() for index in range(2)]
+    assert codes == [143, 143], [output[-3000:] for output in outputs]
+    for output in outputs:
+        assert "Terminated (SIGTERM): checkpoint saved at epoch 2, step " in output, output[-3000:]
+    assert not os.path.exists(os.path.join(double, "results.json"))
+
+    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
+    assert "[worker 0] Resuming from epoch 1, step " in completed.stdout
+    assert "[worker 1] Resuming from epoch 1, step " in completed.stdout
+    uninterrupted = str(tmp_path / "uninterrupted")
+    check_ok(run_cli([*argv, f"--output_dir={uninterrupted}"]))
+    assert_same_records(records(uninterrupted), records(double))
+    assert_same_weights(os.path.join(uninterrupted, "student.keras"), os.path.join(double, "student.keras"))
 
 
 @pytest.fixture(scope="module")

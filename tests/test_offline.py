@@ -82,6 +82,7 @@ def test_cached_targets_are_what_the_online_distiller_computes():
         np.testing.assert_array_equal(packed[:, 1:], expected)
 
 
+@pytest.mark.slow
 def test_a_cached_table_writes_the_online_table(tmp_path):
     online, cached = str(tmp_path / "online"), str(tmp_path / "cached")
     check_ok(run_cli([*TABLE, "--teacher_cache=off", f"--output_dir={online}"]))
@@ -98,6 +99,7 @@ def test_a_cached_table_writes_the_online_table(tmp_path):
     assert not os.path.exists(os.path.join(os.path.dirname(teacher), "kd", offline.CACHE_DIR))
 
 
+@pytest.mark.slow
 def test_a_student_command_reads_the_teachers_cache_or_builds_its_own(tmp_path):
     teacher_dir = str(tmp_path / "teacher")
     check_ok(run_cli([*TINY, "--mode=teacher", f"--output_dir={teacher_dir}"]))
@@ -116,6 +118,7 @@ def test_a_student_command_reads_the_teachers_cache_or_builds_its_own(tmp_path):
     assert without(results(first)[0], "wall_time_s") == without(results(second)[0], "wall_time_s")
 
 
+@pytest.mark.slow
 def test_ptb_kd_topk_student_reads_a_topk_cache_and_matches_the_online_one(tmp_path):
     tiny = [*tiny_ptb(tmp_path / "ptb"), "--deterministic"]
     teacher_dir = str(tmp_path / "teacher")

@@ -9,6 +9,9 @@ import pytest
 from cli_process import TINY, check_ok, run_cli, start_cli, wait_for
 
 # 60 teacher epochs (milliseconds each) give a kill time to land while a teacher trains.
+# Every test here starts several TensorFlow processes (20–120 s each on two cores).
+pytestmark = pytest.mark.slow
+
 TABLE = [*TINY, "--taus=0.2,0.8", "--methods=kd,kd_pt", "--deterministic", "--teacher_epochs=60"]
 
 

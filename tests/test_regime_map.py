@@ -80,6 +80,7 @@ def test_kds_share_is_undefined_without_a_gap():
     assert regime_map.holds([row], [0.0])["kd_share_of_gap"] == []
 
 
+@pytest.mark.slow
 def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
     output_dir = tmp_path / "map"
     done = run_cli(["--mode=regime_map", "--quick", "--jobs=1", f"--output_dir={output_dir}"], timeout=600)

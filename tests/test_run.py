@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [*TINY_SYNTHETIC, "--taus=0.8", "--topk=3", "--rel_target=0.5", "--rel_sibling=0.1"]
 
 
+@pytest.mark.slow
 def test_tiny_table_writes_well_formed_results(tmp_path):
     output_dir = str(tmp_path / "table")
     run_in_process([*TINY, f"--output_dir={output_dir}"])

@@ -164,6 +164,7 @@ def test_the_measure_refuses_too_few_inputs(num_inputs):
         synthetic.label_nonlinearity(_task(0, 0), num_inputs=num_inputs)
 
 
+@pytest.mark.slow
 def test_every_synthetic_run_records_and_prints_its_label_nonlinearity(tmp_path):
     """`run.py --task_kind=...` as a user runs it: the teacher's progress line, the table's notes and every
     record say how far the task's labels are from linear, the numbers `synthetic.measures` gives."""

@@ -166,6 +166,7 @@ def test_saved_models_load_in_a_new_process_after_import_kd_tf(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_cifar_resnet_teacher_saved_by_the_runner_teaches_in_another_process(tmp_path):
     """The CIFAR ResNet path (ZeroPadChannels shortcuts) through the runner's own save and load, on digits;
     ResNet-8 has every layer of the family (one unit a stage, the channel-padding shortcut between them)."""
@@ -248,6 +249,7 @@ def test_a_refused_overwrite_leaves_the_results_byte_identical(finished_table):
     assert snapshot(finished_table) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_overwrite_keeps_the_old_results_and_the_same_command_resumes(finished_table):
     old_records = results(finished_table)
     before = snapshot(finished_table)
@@ -275,6 +277,7 @@ def test_ctrl_c_during_an_overwrite_keeps_the_old_results_and_the_same_command_r
     assert not os.path.exists(os.path.join(finished_table, ".replaced"))
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_live_directory_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path):
     output_dir = str(tmp_path / "busy")
     command = [*TINY, "--mode=teacher", "--teacher_epochs=2000", f"--output_dir={output_dir}"]
@@ -305,6 +308,7 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
     assert path.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_prevents_the_resume_and_the_result_is_unchanged(tmp_path):
     # Long enough that every kill lands in a run still training (a tiny epoch takes milliseconds).
     command = [*TINY, "--mode=teacher", "--teacher_epochs=600", "--deterministic"]
