@@ -137,16 +137,15 @@ def single_student(tmp_path_factory, teacher_dir):
     return directory
 
 
-def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_result(
-    tmp_path, teacher_dir, single_student
-):
-    argv = student_argv(teacher_dir)
-    double = str(tmp_path / "double")
+def signal_a_worker(argv, output_dir, tmp_path, signum):
+    """Starts two workers of `run.py argv` (each with its own TF_CONFIG), sends `signum` to worker 1 once it
+    has saved an epoch, and waits for both: returns their exit codes, the seconds from the signal to worker
+    0's exit, and each worker's output."""
     ports = launch.free_ports(2)
     logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
     workers = [
         subprocess.Popen(
-            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={double}"],
+            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={output_dir}"],
             cwd=str(tmp_path),
             env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
             stdout=logs[index],
@@ -155,7 +154,7 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
         for index in range(2)
     ]
     try:
-        pointer = os.path.join(double, "workertemp_1", "backup", "latest.json")
+        pointer = os.path.join(output_dir, "workertemp_1", "backup", "latest.json")
 
         def an_epoch_saved():
             try:
@@ -164,19 +163,28 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
             except (OSError, ValueError):
                 return False
 
-        wait_for(an_epoch_saved, timeout=120, process=workers[1])
-        workers[1].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        code = workers[0].wait(timeout=120)
-        stopped_after = time.monotonic() - killed
+        wait_for(an_epoch_saved, timeout=180, process=workers[1])
+        workers[1].send_signal(signum)
+        signalled = time.monotonic()
+        codes = [workers[0].wait(timeout=120)]
+        stopped_after = time.monotonic() - signalled
+        codes.append(workers[1].wait(timeout=120))
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
         for log in logs:
             log.close()
-    chief_output = (tmp_path / "worker-0.log").read_text()
-    assert code == 2, chief_output[-3000:]
+    return codes, stopped_after, [(tmp_path / f"worker-{index}.log").read_text() for index in range(2)]
+
+
+def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_result(
+    tmp_path, teacher_dir, single_student
+):
+    argv = student_argv(teacher_dir)
+    double = str(tmp_path / "double")
+    codes, stopped_after, (chief_output, _) = signal_a_worker(argv, double, tmp_path, signal.SIGKILL)
+    assert codes[0] == 2, chief_output[-3000:]
     assert stopped_after < 90
     assert "Error: Lost contact with worker 1 (127.0.0.1:" in chief_output
     assert not os.path.exists(os.path.join(double, "results.json"))
@@ -190,45 +198,13 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     assert not os.path.exists(os.path.join(double, "workertemp_1"))
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_worker_stops_both_with_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
     tmp_path, teacher_dir
 ):
     # 64 steps an epoch: the SIGTERM, sent once an epoch is saved, lands inside the second.
     argv = [*student_argv(teacher_dir), "--batch_size=8", "--epochs=2"]
     double = str(tmp_path / "double")
-    ports = launch.free_ports(2)
-    logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={double}"],
-            cwd=str(tmp_path),
-            env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
-            stdout=logs[index],
-            stderr=subprocess.STDOUT,
-        )
-        for index in range(2)
-    ]
-    try:
-        pointer = os.path.join(double, "workertemp_1", "backup", "latest.json")
-
-        def an_epoch_saved():
-            try:
-                with open(pointer) as handle:
-                    return json.load(handle)["epoch"] >= 1
-            except (OSError, ValueError):
-                return False
-
-        wait_for(an_epoch_saved, timeout=180, process=workers[1])
-        workers[1].send_signal(signal.SIGTERM)
-        codes = [worker.wait(timeout=120) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-        for log in logs:
-            log.close()
-    outputs = [(tmp_path / f"worker-{index}.log").read_text() for index in range(2)]
+    codes, _, outputs = signal_a_worker(argv, double, tmp_path, signal.SIGTERM)
     assert codes == [143, 143], [output[-3000:] for output in outputs]
     for output in outputs:
         assert "Terminated (SIGTERM): checkpoint saved at epoch 2, step " in output, output[-3000:]
