@@ -78,6 +78,11 @@ class Facts:
         data_problem: `options -> str | None`: why `load(**options)` cannot read its data (a file missing
             or damaged, named, and how to get it), checked before any work; `None` where the only check is
             that a given `data_dir` is a directory.
+        input_shape: the shape of one model input (no batch axis), a function of the options giving it, or
+            `None` when only the data says (a language model's windows); what sizes a model before the data
+            is read (`--dry_run`'s estimate of the disk a run needs).
+        always_augmented: whether the training pipeline augments at random whatever the options (ImageNet's
+            crops); otherwise its `augment` option says. A teacher's outputs are cached only where it does not.
     """
 
     default_models: tuple[str, str]
@@ -100,6 +105,15 @@ class Facts:
         ]
 
     data_problem: Callable[[dict], str | None] | None = None
+    input_shape: tuple[int, ...] | Callable[[dict], tuple[int, ...]] | None = None
+
+    always_augmented: bool = False
+
+    def augmented(self, options: dict) -> bool:
+        return self.always_augmented or bool(options.get("augment", False))
+
+    def shape(self, options: dict) -> tuple[int, ...] | None:
+        return self.input_shape(options) if callable(self.input_shape) else self.input_shape
 
     def classes(self, options: dict) -> int | None:
         return self.num_classes(options) if callable(self.num_classes) else self.num_classes

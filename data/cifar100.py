@@ -176,4 +176,5 @@ FACTS = Facts(
     num_classes=NUM_CLASSES,
     class_parents=CLASS_PARENTS,
     train_examples=TRAIN_SIZE,
+    input_shape=(32, 32, 3),
 )

@@ -133,5 +133,6 @@ FACTS = Facts(
     option_flags={"data_dir": "data_dir", "augment": "augment", "train_per_class": "train_per_class"},
     num_classes=NUM_CLASSES,
     train_examples=train_examples,
+    input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
     optional_packages={"sklearn": ("scikit-learn", "digits")},
 )

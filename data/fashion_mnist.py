@@ -340,5 +340,6 @@ FACTS = Facts(
     num_classes=NUM_CLASSES,
     class_parents=CLASS_PARENTS,
     train_examples=train_examples,
+    input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1),
     data_problem=data_problem,
 )

@@ -351,5 +351,7 @@ FACTS = Facts(
     },
     num_classes=NUM_CLASSES,
     train_examples=TRAIN_EXAMPLES,
+    input_shape=lambda options: (options["image_size"], options["image_size"], 3),
     needs_data_dir=True,
+    always_augmented=True,
 )

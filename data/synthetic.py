@@ -528,6 +528,7 @@ FACTS = Facts(
     num_classes=lambda options: options["num_classes"],
     class_parents=_class_parents,
     train_examples=lambda options: options["train_examples"],
+    input_shape=lambda options: (options["dim"],),
     measures=measures,
     describe_measures=describe_measures,
 )

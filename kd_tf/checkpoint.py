@@ -241,7 +241,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not at_epoch_end and runtime.terminated_everywhere():
             if self._saved_at != (self._epoch, done):
                 self.save(self._epoch, done)
-            raise runtime.Terminated(_stopped_message(self._epoch + 1, done))
+            raise runtime.Terminated(runtime.stopped_message(self._epoch + 1, done))
 
     def _steps_per_call(self) -> int:
         return max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
@@ -249,7 +249,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.save(epoch + 1, 0)
         if runtime.terminated_everywhere():
-            raise runtime.Terminated(_stopped_message(epoch + 1, self._offset + self.params.get("steps", 0)))
+            raise runtime.Terminated(
+                runtime.stopped_message(epoch + 1, self._offset + self.params.get("steps", 0))
+            )
 
     def save(self, epoch: int, step: int = 0) -> None:
         """Writes the state after `epoch` whole epochs and `step` steps into the next, then points to it."""
@@ -272,13 +274,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 _remove_quietly(os.path.join(self.directory, old_name))
         for leftover in glob.glob(os.path.join(self.directory, ".tmp-*")):
             _remove_quietly(leftover)
-
-
-def _stopped_message(epoch: int, step: int) -> str:
-    return (
-        f"Terminated (SIGTERM): checkpoint saved at epoch {epoch}, step {step}; run the same command again to "
-        "resume."
-    )
 
 
 def _remove_quietly(path: str) -> None:

@@ -282,6 +282,7 @@ def train_language_model(
     max_windows_per_epoch: int | None = None,
     log: Callable[[str], None] | None = print,
     checkpoint_path: str | None = None,
+    checkpoint_every_steps: int = 0,
 ) -> dict:
     """Trains a stateful language model (AWD-LSTM's recipe), alone or distilled from a teacher.
 
@@ -327,7 +328,13 @@ def train_language_model(
         log: called with one progress line per epoch; `None` for silence.
         checkpoint_path: a `.npz` file rewritten (atomically) after every epoch with everything the loop
             carries: every model variable, the averaged weights, the best weights, the validation losses
-            and the history. When it exists at the start, training resumes after its epoch.
+            and the history. When it exists at the start, training resumes where it was written. With it,
+            SIGTERM (`runtime.catch_terminations`) saves the loop inside its epoch at the next window and
+            raises `runtime.Terminated`: the saved state then also holds the windows done, the carried
+            states of the student (and of an online teacher) and the epoch's running loss, so that the
+            resumed run takes the same remaining windows from the same state.
+        checkpoint_every_steps: with `checkpoint_path`, also save every this many windows of an epoch
+            (0: at the epoch ends, and on SIGTERM, only).
 
     Returns:
         A dict: `history` (per epoch: `train_loss`, `val_loss`, `val_ppl`, `averaged`, `wall_time`,
@@ -355,10 +362,11 @@ def train_language_model(
     validation_losses = []
     best_loss, best_weights = math.inf, None
     averager, averaging_epoch = None, None
-    first_epoch = 0
+    first_epoch, first_window, inside = 0, 0, None
     if checkpoint_path and os.path.exists(checkpoint_path):
         state = _load_state(checkpoint_path, model)
         first_epoch, history, validation_losses = state["epoch"], state["history"], state["validation_losses"]
+        first_window, inside = state.get("window", 0), state["inside_epoch"]
         best_loss, best_weights, averaging_epoch = (
             state["best_loss"],
             state["best_weights"],
@@ -369,72 +377,99 @@ def train_language_model(
             for average, value in zip(averager.averages, state["averages"], strict=True):
                 average.assign(value)
             averager.count.assign(state["count"])
-        log(f"Resuming from epoch {first_epoch} ({checkpoint_path}).")
+        within = f", window {first_window}" if first_window else ""
+        log(f"Resuming from epoch {first_epoch}{within} ({checkpoint_path}).")
 
-    for epoch in range(first_epoch, epochs):
-        runtime.raise_if_interrupted()
-        epoch_start = time.perf_counter()
-        states = model.initial_states(corpus.batch_size)
-        teacher_states = teacher.initial_states(corpus.batch_size) if teacher is not None else []
-        loss_sum, token_count = 0.0, 0
-        for index, window in enumerate(corpus.train_windows(epoch)):
-            if max_windows_per_epoch is not None and index >= max_windows_per_epoch:
-                break
-            if teacher_payloads is not None:
-                teacher_states = teacher_payloads[:, window.start : window.start + window.length]
-            data_loss, states, teacher_states = train_step(
-                window.inputs,
-                window.targets,
-                tf.constant(lr * window.lr_scale, tf.float32),
-                states,
-                teacher_states,
-            )
-            if averager is not None:
-                averager.update()
-            tokens = window.inputs.size
-            loss_sum += float(data_loss) * tokens
-            token_count += tokens
-        train_time = time.perf_counter() - epoch_start
-
-        averaged = averager is not None
-        with averager.swapped_in() if averaged else contextlib.nullcontext():
-            val_loss = _mean_cross_entropy(evaluation, model, corpus, "valid", None)
-            improved = val_loss < best_loss
-            if improved:
-                best_loss = val_loss
-                best_weights = [np.array(variable.numpy()) for variable in variables]
-        if not averaged:
-            if averaging and should_start_averaging(validation_losses, val_loss, nonmono):
-                averager = WeightAverager(variables)
-                averaging_epoch = epoch + 2
-            validation_losses.append(val_loss)
-
-        wall_time = time.perf_counter() - epoch_start
-        history["train_loss"].append(loss_sum / max(token_count, 1))
-        history["val_loss"].append(val_loss)
-        history["val_ppl"].append(perplexity(val_loss))
-        history["averaged"].append(averaged)
-        history["wall_time"].append(wall_time)
-        history["tokens_per_second"].append(token_count / train_time)
-        log(
-            f"epoch {epoch + 1:4d}/{epochs} | train loss {history['train_loss'][-1]:.4f} | "
-            f"val ppl {history['val_ppl'][-1]:9.2f}{' *' if improved else '  '} | "
-            f"{'averaged' if averaged else 'sgd     '} | "
-            f"{history['tokens_per_second'][-1]:8.0f} tok/s | {wall_time:7.1f} s"
-            + (" | switching to averaged SGD" if averaging_epoch == epoch + 2 else "")
+    def save(epoch, **inside_epoch):
+        _save_state(
+            checkpoint_path,
+            model,
+            epoch=epoch,
+            history=history,
+            validation_losses=validation_losses,
+            best_loss=best_loss,
+            best_weights=best_weights,
+            averaging_epoch=averaging_epoch,
+            averager=averager,
+            **inside_epoch,
         )
-        if checkpoint_path:
-            _save_state(
-                checkpoint_path,
-                model,
-                epoch=epoch + 1,
-                history=history,
-                validation_losses=validation_losses,
-                best_loss=best_loss,
-                best_weights=best_weights,
-                averaging_epoch=averaging_epoch,
-                averager=averager,
+
+    stops_at_windows = runtime.deferring_terminations() if checkpoint_path else contextlib.nullcontext()
+    with stops_at_windows:
+        for epoch in range(first_epoch, epochs):
+            runtime.raise_if_interrupted()
+            epoch_start = time.perf_counter()
+            states = model.initial_states(corpus.batch_size)
+            teacher_states = teacher.initial_states(corpus.batch_size) if teacher is not None else []
+            loss_sum, token_count, skip, resumed_time = 0.0, 0, 0, 0.0
+            if epoch == first_epoch and first_window:
+                states, teacher_states = inside["states"], inside["teacher_states"] or teacher_states
+                loss_sum, token_count = inside["loss_sum"], inside["token_count"]
+                skip, resumed_time = first_window, inside["train_time"]
+            for index, window in enumerate(corpus.train_windows(epoch)):
+                if max_windows_per_epoch is not None and index >= max_windows_per_epoch:
+                    break
+                if index < skip:
+                    continue
+                if teacher_payloads is not None:
+                    teacher_states = teacher_payloads[:, window.start : window.start + window.length]
+                data_loss, states, teacher_states = train_step(
+                    window.inputs,
+                    window.targets,
+                    tf.constant(lr * window.lr_scale, tf.float32),
+                    states,
+                    teacher_states,
+                )
+                if averager is not None:
+                    averager.update()
+                tokens = window.inputs.size
+                loss_sum += float(data_loss) * tokens
+                token_count += tokens
+                done = index + 1
+                every = checkpoint_every_steps and done % checkpoint_every_steps == 0
+                if checkpoint_path and (runtime.terminated() or every):
+                    save(
+                        epoch,
+                        window=done,
+                        loss_sum=loss_sum,
+                        token_count=token_count,
+                        train_time=resumed_time + time.perf_counter() - epoch_start,
+                        states=states,
+                        teacher_states=teacher_states if teacher is not None else None,
+                    )
+                    if runtime.terminated():
+                        raise runtime.Terminated(runtime.stopped_message(epoch + 1, done))
+            train_time = resumed_time + time.perf_counter() - epoch_start
+
+            averaged = averager is not None
+            with averager.swapped_in() if averaged else contextlib.nullcontext():
+                val_loss = _mean_cross_entropy(evaluation, model, corpus, "valid", None)
+                improved = val_loss < best_loss
+                if improved:
+                    best_loss = val_loss
+                    best_weights = [np.array(variable.numpy()) for variable in variables]
+            if not averaged:
+                if averaging and should_start_averaging(validation_losses, val_loss, nonmono):
+                    averager = WeightAverager(variables)
+                    averaging_epoch = epoch + 2
+                validation_losses.append(val_loss)
+
+            wall_time = time.perf_counter() - epoch_start
+            history["train_loss"].append(loss_sum / max(token_count, 1))
+            history["val_loss"].append(val_loss)
+            history["val_ppl"].append(perplexity(val_loss))
+            history["averaged"].append(averaged)
+            history["wall_time"].append(wall_time)
+            history["tokens_per_second"].append(token_count / train_time)
+            log(
+                f"epoch {epoch + 1:4d}/{epochs} | train loss {history['train_loss'][-1]:.4f} | "
+                f"val ppl {history['val_ppl'][-1]:9.2f}{' *' if improved else '  '} | "
+                f"{'averaged' if averaged else 'sgd     '} | "
+                f"{history['tokens_per_second'][-1]:8.0f} tok/s | {wall_time:7.1f} s"
+                + (" | switching to averaged SGD" if averaging_epoch == epoch + 2 else "")
             )
+            if checkpoint_path:
+                save(epoch + 1)
 
     if best_weights is not None:
         for variable, value in zip(variables, best_weights, strict=True):
@@ -453,11 +488,17 @@ def train_language_model(
     return result
 
 
-def _save_state(path: str, model, *, averager, best_weights, **scalars) -> None:
-    """Writes the loop's state to `path` as one `.npz`, through a temporary name and a rename."""
+def _save_state(
+    path: str, model, *, averager, best_weights, states=None, teacher_states=None, **scalars
+) -> None:
+    """Writes the loop's state to `path` as one `.npz`, through a temporary name and a rename; inside an
+    epoch, with the carried `(h, c)` states of each layer of the student (and of an online teacher)."""
     arrays = {f"variable/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
     if best_weights is not None:
         arrays.update({f"best/{i}": value for i, value in enumerate(best_weights)})
+    for name, carried in (("states", states), ("teacher_states", teacher_states)):
+        for layer, pair in enumerate(carried or ()):
+            arrays.update({f"{name}/{layer}/{part}": np.asarray(value) for part, value in enumerate(pair)})
     if averager is not None:
         arrays.update({f"average/{i}": np.asarray(v) for i, v in enumerate(averager.averages)})
         scalars["count"] = float(averager.count.numpy())
@@ -490,7 +531,24 @@ def _load_state(path: str, model) -> dict:
     state["best_weights"] = listed("best/")
     state["averages"] = listed("average/")
     state.setdefault("count", 0.0)
+    state["inside_epoch"] = None
+    if state.get("window"):
+        state["inside_epoch"] = {
+            "states": _carried(arrays, "states"),
+            "teacher_states": _carried(arrays, "teacher_states"),
+            **{key: state[key] for key in ("loss_sum", "token_count", "train_time")},
+        }
     return state
+
+
+def _carried(arrays: dict, name: str) -> list | None:
+    """The `[(h, c)]` states `_save_state` wrote under `name`, as tensors, or `None`."""
+    layers = sum(key.startswith(f"{name}/") and key.endswith("/0") for key in arrays)
+    if not layers:
+        return None
+    return [
+        tuple(tf.constant(arrays[f"{name}/{layer}/{part}"]) for part in (0, 1)) for layer in range(layers)
+    ]
 
 
 def measure_training_throughput(

@@ -200,6 +200,14 @@ class Terminated(SystemExit):
         self.message = message
 
 
+def stopped_message(epoch: int, step: int) -> str:
+    """`Terminated`'s message once a loop saved its state in `epoch` (1-based) after `step` of its steps."""
+    return (
+        f"Terminated (SIGTERM): checkpoint saved at epoch {epoch}, step {step}; run the same command again to "
+        "resume."
+    )
+
+
 _terminated = False
 _deferred = 0  # > 0 while a training loop stops at its next step boundary itself
 _exit_at_once = False

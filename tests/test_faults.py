@@ -228,6 +228,7 @@ def test_a_full_disk_is_one_paragraph_and_the_same_command_resumes_once_there_is
         error = stderr[stderr.index("Error: ") :]
         assert f"Error: {output_dir}" in error and "no space left on device (ENOSPC)" in error
         assert "free on that filesystem" in error and "run the same command again" in error
+        assert "the whole run about" in error  # the estimate of `kd_tf.repro.disk`
         assert not glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)  # nothing half-written
         os.remove(filler)
         resumed = check_ok(run_cli(command))

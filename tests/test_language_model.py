@@ -1,6 +1,8 @@
 """Tests of the language-model recipe: SGD step, NT-ASGD switch and averaging, perplexity, distillation."""
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import tensorflow as tf
 
 from data import ptb
 from kd_tf import language_model as lm
-from kd_tf import losses
+from kd_tf import losses, runtime
 from models.awd_lstm import awd_lstm
 
 NO_DROPOUT = {
@@ -248,25 +250,29 @@ def test_throughput_measurement_runs_the_recipe_step(corpus):
         lm.measure_training_throughput(model, steps=0)
 
 
+def _train_scripted(corpus, monkeypatch, validation_losses, **options):
+    """Trains a dropout student from seed 0 with NT-ASGD (`nonmono=1`), the validation losses scripted;
+    returns the result and the trained weights."""
+    scripted = iter(validation_losses)
+    monkeypatch.setattr(lm, "_mean_cross_entropy", lambda *args: next(scripted))
+    tf.keras.utils.set_random_seed(0)
+    model = _model(corpus, dropout=0.3, weight_drop=0.2)
+    result = lm.train_language_model(model=model, corpus=corpus, lr=1.0, nonmono=1, log=None, **options)
+    return result, [variable.numpy() for variable in model.trainable_variables]
+
+
 def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(corpus, monkeypatch, tmp_path):
     """Epoch state, NT-ASGD averages, the best weights and the dropout stream all survive a restart."""
 
     def train(epochs, losses, checkpoint_path):
-        scripted = iter(losses)
-        monkeypatch.setattr(lm, "_mean_cross_entropy", lambda *args: next(scripted))
-        tf.keras.utils.set_random_seed(0)
-        model = _model(corpus, dropout=0.3, weight_drop=0.2)
-        result = lm.train_language_model(
-            model=model,
-            corpus=corpus,
+        return _train_scripted(
+            corpus,
+            monkeypatch,
+            losses,
             epochs=epochs,
-            lr=1.0,
-            nonmono=1,
             max_windows_per_epoch=2,
-            log=None,
             checkpoint_path=checkpoint_path,
         )
-        return result, [variable.numpy() for variable in model.trainable_variables]
 
     validations = [5.0, 4.0, 4.5, 4.6, 4.2]  # averaging starts with epoch 5
     whole, whole_weights = train(5, [*validations, 3.9], None)
@@ -280,3 +286,73 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(c
     assert resumed["averaging_epoch"] == whole["averaging_epoch"] == 5
     for got, want in zip(resumed_weights, whole_weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_sigterm_inside_an_epoch_saves_at_the_next_window_and_the_rerun_equals_the_uninterrupted_run(
+    corpus, monkeypatch, tmp_path
+):
+    """The carried states of the student and of its online teacher, the epoch's running loss, the averages
+    and the dropout stream survive a SIGTERM between two windows of an averaged epoch."""
+    teacher = _model(corpus, hidden_size=12)
+    teacher(np.zeros((corpus.batch_size, 3), np.int32))
+    windows = ptb.Corpus.train_windows
+
+    def train(epochs, losses_, checkpoint_path, sigterm_at=None):
+        def signalling(self, epoch=0):
+            for index, window in enumerate(windows(self, epoch)):
+                if (epoch, index) == sigterm_at:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield window
+
+        monkeypatch.setattr(ptb.Corpus, "train_windows", signalling)
+        return _train_scripted(
+            corpus,
+            monkeypatch,
+            losses_,
+            teacher=teacher,
+            loss=losses.get("kd", temperature=2.0, alpha=0.5),
+            epochs=epochs,
+            max_windows_per_epoch=4,
+            checkpoint_path=checkpoint_path,
+        )
+
+    validations = [5.0, 4.0, 4.5, 4.6, 4.2]  # averaging starts with epoch 5
+    whole, whole_weights = train(5, [*validations, 3.9], None)
+    path = str(tmp_path / "checkpoint.npz")
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(runtime, "_terminated", False)  # and back to it when the test ends
+    runtime.catch_terminations()
+    try:
+        with pytest.raises(runtime.Terminated) as stopped:
+            train(5, validations[:4], path, sigterm_at=(4, 1))  # before window 2 of epoch 5: saved after it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(runtime, "_terminated", False)
+    assert stopped.value.code == 143
+    assert stopped.value.message.startswith("Terminated (SIGTERM): checkpoint saved at epoch 5, step 2;")
+    resumed, resumed_weights = train(5, [validations[4], 3.9], path)
+    assert resumed["history"]["averaged"] == whole["history"]["averaged"] == [False] * 4 + [True]
+    assert resumed["history"]["train_loss"] == pytest.approx(whole["history"]["train_loss"], rel=1e-5)
+    for got, want in zip(resumed_weights, whole_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_checkpoint_every_steps_saves_inside_the_epoch(corpus, monkeypatch, tmp_path):
+    saved, real = [], lm._save_state
+
+    def save(*args, **kwargs):
+        saved.append(kwargs.get("window"))
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "_save_state", save)
+    lm.train_language_model(
+        model=_model(corpus),
+        corpus=corpus,
+        epochs=1,
+        lr=1.0,
+        max_windows_per_epoch=5,
+        log=None,
+        checkpoint_path=str(tmp_path / "checkpoint.npz"),
+        checkpoint_every_steps=2,
+    )
+    assert saved == [2, 4, None]  # after windows 2 and 4, then at the epoch's end

@@ -65,6 +65,7 @@ def run(options) -> None:
         nonmono=lm.nonmono,
         max_windows_per_epoch=lm.max_windows_per_epoch,
         checkpoint_path=os.path.join(options.output_dir, "checkpoint.npz"),
+        checkpoint_every_steps=config.runtime.checkpoint_every_steps,
     )
     record = {
         "dataset": "ptb",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import checks, experiment, outputs, paper
+from kd_tf.repro import checks, disk, experiment, outputs, paper
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -90,7 +91,13 @@ def _os_error_message(error: OSError, options: Run) -> str:
     """A refusal's own message (a missing input the run named), or the I/O error's path, cause and cure."""
     if error.errno is None:
         return str(error)
-    return outputs.io_error_message(error, options.final_output_dir)
+    run_needs = None
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            run_needs = (disk.estimate(options.config) or disk.Estimate({}, None)).total
+        except Exception:  # noqa: BLE001 (an estimate must never hide the error it explains)
+            run_needs = None
+    return outputs.io_error_message(error, options.final_output_dir, run_needs)
 
 
 def _run_as_worker(options: Run, strategy, worker: runtime.Worker) -> None:

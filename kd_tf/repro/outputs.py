@@ -157,9 +157,10 @@ _CAUSES = {
 }
 
 
-def io_error_message(error: OSError, output_dir: str) -> str:
+def io_error_message(error: OSError, output_dir: str, run_needs: int | None = None) -> str:
     """One paragraph for a failed read or write: the path, the cause, what to do; for a full disk, what is
-    free there and roughly what the write needed (`error.needed_bytes`, where the writer knew it)."""
+    free there, roughly what the write needed (`error.needed_bytes`, where the writer knew it) and what the
+    whole run writes (`run_needs`, bytes, where known)."""
     path = error.filename or output_dir
     cause = _CAUSES.get(error.errno, error.strerror or type(error).__name__)
     code = errno.errorcode.get(error.errno, "")
@@ -169,7 +170,8 @@ def io_error_message(error: OSError, output_dir: str) -> str:
         needed = getattr(error, "needed_bytes", None)
         if free is not None:
             text += f" {megabytes(free)} free on that filesystem"
-            text += f"; this write needed about {megabytes(needed)} more." if needed else "."
+            text += f"; this write needed about {megabytes(needed)} more" if needed else ""
+            text += f", the whole run about {megabytes(run_needs)} in all." if run_needs else "."
         text += (
             " Free some space there (or copy --output_dir to a disk with room and point --output_dir to it)"
         )

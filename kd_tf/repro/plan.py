@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import data as datasets
 from kd_tf import losses, training
-from kd_tf.repro import checks
+from kd_tf.repro import checks, disk, outputs
 from kd_tf.repro import config as config_module
 
 # The flags behind each field of a `Training`, for naming where its value came from.
@@ -53,11 +53,23 @@ def text(config: config_module.Config, missing: list[str], replaces_results: boo
     if config.dataset == "ptb":
         lines += ["", "language model:", *_group_lines(config.language_model, sources)]
     lines += ["", "runtime:", *_group_lines(config.runtime, sources)]
+    lines += ["", *_disk_lines(config)]
     if missing:
         lines += ["", "Missing before this command can run:", *(f"  - {problem}" for problem in missing)]
     else:
         lines += ["", "Nothing is missing: the command can run as it is."]
     return "\n".join(lines)
+
+
+def _disk_lines(config) -> list[str]:
+    needs = disk.estimate(config)
+    free = outputs.free_bytes(config.output_dir)
+    lines = [
+        "disk: " + (needs.describe() if needs else "not known before the data is read"),
+        f"  free on the output's filesystem: {disk.size_text(free) if free is not None else 'unknown'}",
+    ]
+    warning = disk.warning(config, needs)
+    return lines + ([warning] if warning else [])
 
 
 def _roles(config) -> list[str]:
