@@ -166,10 +166,10 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
     fields, rows = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
     assert tuple(fields) == data_efficiency.DATA_EFFICIENCY_FIELDS
-    grid = study_runs.QUICK_DATA_EFFICIENCY
+    grid = run_config.QUICK_PRESETS["data_efficiency"]
     keys = [(row["student_model"], row["method"], int(row["train_examples"])) for row in rows]
     expected = [
-        (model, method, size)
+        (model, method, int(size))
         for model in grid["student_models"]
         for method in grid["methods"]
         for size in grid["train_sizes"]
@@ -183,7 +183,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
         assert os.path.getsize(os.path.join(output_dir, name)) > 0
     summary = json.load(open(os.path.join(output_dir, "results.json")))["summary"]
     assert {(row["student_model"], row["method"]) for row in summary} == {k[:2] for k in expected}
-    assert all(row["sizes"] == list(grid["train_sizes"]) for row in summary)
+    assert all(row["sizes"] == [int(size) for size in grid["train_sizes"]] for row in summary)
     assert "Command:" in open(os.path.join(output_dir, "results.md")).read()
 
     # A finished sweep is not overwritten by accident.
@@ -216,11 +216,11 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
     fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))
     assert tuple(fields) == sweet_spot.SWEET_SPOT_FIELDS
-    grid = study_runs.QUICK_SWEET_SPOT
+    grid = run_config.QUICK_PRESETS["sweet_spot"]
     cells = [(int(row["teacher_batch_size"]), int(row["teacher_epochs"])) for row in rows]
-    expected = [(b, e) for b in grid["batch_sizes"] for e in grid["epoch_grid"]]
+    expected = [(int(b), int(e)) for b in grid["teacher_batch_sizes"] for e in grid["teacher_epoch_grid"]]
     assert cells == expected
-    train_examples = study_runs.QUICK_DATA["train_examples"]
+    train_examples = grid["train_examples"]
     for row in rows:
         assert int(row["teacher_steps"]) == train_examples // int(row["teacher_batch_size"]) * int(
             row["teacher_epochs"]

@@ -228,8 +228,6 @@ class _Checker:
                 "--mode=regime_map always trains the hard-label Student: give only distilled methods in "
                 f"--methods. Received: --methods={','.join(config.methods)}"
             )
-        if config.sweeps.quick:
-            return
         if config.mode == "regime_map":
             smallest = min(config.sweeps.train_sizes)
             for flag, batch_size in (("batch_size", config.student.batch_size),):

@@ -18,10 +18,11 @@ import data as datasets
 from kd_tf import losses
 
 # Where a value came from, as `--dry_run` prints it.
-COMMAND_LINE, FLAGFILE, PRESET, DEFAULT, OVERRIDE = (
+COMMAND_LINE, FLAGFILE, PRESET, QUICK, DEFAULT, OVERRIDE = (
     "command line",
     "flagfile",
     "preset",
+    "--quick",
     "default",
     "--method_overrides",
 )
@@ -43,8 +44,18 @@ PRESETS = {
 }
 
 # What a mode runs when the user does not say otherwise (a user's value always wins): the regime map's grid
-# (BUILD.md, "The regime map").
+# (BUILD.md, "The regime map"); the data-efficiency sweep compares well-separated classes with near-duplicate
+# ones, and its teacher is linear (the task's labels are nearly a linear function of the input, and a linear
+# classifier trained on the teacher's 50K examples is far more accurate than the residual MLP, which overfits
+# them); the sweet spot needs super-class structure to measure, and its correlations are over grid cells,
+# each a mean over three seeds.
 MODE_PRESETS = {
+    "data_efficiency": {
+        "taus": ["0.0", "0.9"],
+        "teacher_model": "linear",
+        "methods": ["student", "kd", "kd_pt", "kd_sim"],
+    },
+    "sweet_spot": {"taus": ["0.5"], "seeds": ["0", "1", "2"]},
     "regime_map": {
         "train_sizes": ["5000", "50000"],
         "difficulties": ["1", "4"],
@@ -53,7 +64,59 @@ MODE_PRESETS = {
         "seeds": ["0", "1", "2"],
         "methods": ["kd", "kd_pt", "kd_sim", "kd_topk"],
         "student_steps": 2000,
-    }
+    },
+}
+
+# `--quick`: each sweep on a task and grid small enough to run in seconds, for checking the bookkeeping. Above
+# the presets, below what the user set.
+_QUICK_TASK = {
+    "num_classes": 8,
+    "num_superclasses": 2,
+    "dim": 16,
+    "difficulty": 1,
+    "train_examples": 256,
+    "validation_examples": 128,
+    "test_examples": 128,
+    "batch_size": 32,
+    "epochs": 2,
+    "teacher_epochs": 2,
+    "jit_compile": "false",
+    "steps_per_execution": 1,
+    "teacher_width": 16,
+    "student_width": 4,
+}
+QUICK_PRESETS = {
+    "data_efficiency": {
+        **_QUICK_TASK,
+        "train_sizes": ["64", "128"],
+        "student_models": ["mlp", "linear"],
+        "methods": ["student", "kd"],
+        "taus": ["0.5"],
+        "difficulties": ["1"],
+        "teacher_examples": 256,
+        "student_steps": 8,
+        "evaluations": 2,
+    },
+    "sweet_spot": {
+        **_QUICK_TASK,
+        "teacher_batch_sizes": ["32", "128"],
+        "teacher_epoch_grid": ["1", "2"],
+        "taus": ["0.5"],
+        "seeds": ["0"],
+    },
+    "regime_map": {
+        **_QUICK_TASK,
+        "train_sizes": ["128", "256"],
+        "student_widths": ["4"],
+        "difficulties": ["1"],
+        "taus": ["0.0", "0.8"],
+        "seeds": ["0"],
+        "methods": ["kd", "kd_pt", "kd_sim"],
+        "grid_temperatures": ["1.0", "4.0"],
+        "grid_alphas": ["0.9"],
+        "student_steps": 8,
+        "evaluations": 2,
+    },
 }
 
 SWEEPS = ("data_efficiency", "sweet_spot", "regime_map")
@@ -261,7 +324,8 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     set_by_user = frozenset(name for name in flag_values if flag_values[name].present)
     on_command_line = _named_on_command_line(argv, flag_values)
     preset = PRESETS.get(flag_values.dataset, {})
-    preset_flags = {**preset.get("flags", {}), **MODE_PRESETS.get(flag_values.mode, {})}
+    quick = QUICK_PRESETS.get(flag_values.mode, {}) if flag_values.quick else {}
+    preset_flags = {**preset.get("flags", {}), **MODE_PRESETS.get(flag_values.mode, {}), **quick}
 
     def value(name: str):
         if name in preset_flags and name not in set_by_user:
@@ -272,6 +336,8 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     for name in flag_values:
         if name in set_by_user:
             sources[name] = COMMAND_LINE if name in on_command_line else FLAGFILE
+        elif name in quick:
+            sources[name] = QUICK
         elif name in preset_flags:
             sources[name] = PRESET
         else:
@@ -279,21 +345,19 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
 
     dataset = flag_values.dataset
     facts = datasets.facts(dataset)
-    teacher_model = flag_values.teacher_model if "teacher_model" in set_by_user else facts.default_models[0]
-    student_model = flag_values.student_model if "student_model" in set_by_user else facts.default_models[1]
-    if "teacher_model" not in set_by_user:
-        sources["teacher_model"] = PRESET
-    if "student_model" not in set_by_user:
-        sources["student_model"] = PRESET
+    # A dataset's facts name its models unless the user or a mode's preset did.
+    models_of = dict(zip(("teacher_model", "student_model"), facts.default_models, strict=True))
+    for name in models_of:
+        if name in set_by_user or name in preset_flags:
+            models_of[name] = value(name)
+        else:
+            sources[name] = PRESET
+    teacher_model, student_model = models_of["teacher_model"], models_of["student_model"]
 
     methods = tuple(value("methods"))
     if "methods" not in set_by_user and "methods" not in preset_flags:
         if facts.hierarchy(facts.options(value)) is None:
             methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
-        if flag_values.mode == "data_efficiency":
-            from kd_tf.repro import data_efficiency
-
-            methods = tuple(data_efficiency.DATA_EFFICIENCY_METHODS)
 
     hyperparameters = {name: flag_values[name].value for name in losses.HYPERPARAMETER_NAMES}
     explicit = parse_overrides(flag_values.method_overrides)
@@ -309,7 +373,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
             method_overrides[method] = _frozen(values)
 
     def training(role: str) -> Training:
-        epochs, learning_rate = flag_values.epochs, flag_values.learning_rate
+        epochs, learning_rate = value("epochs"), value("learning_rate")
         if role == "teacher":
             if value("teacher_epochs") is not None:
                 epochs = value("teacher_epochs")
@@ -317,18 +381,18 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
                 learning_rate = value("teacher_learning_rate")
         return Training(
             epochs=epochs,
-            batch_size=flag_values.batch_size,
-            optimizer=flag_values.optimizer,
+            batch_size=value("batch_size"),
+            optimizer=value("optimizer"),
             learning_rate=learning_rate,
-            momentum=flag_values.momentum,
-            lr_schedule=flag_values.lr_schedule,
-            lr_boundary_epochs=tuple(float(v) for v in flag_values.lr_boundary_epochs),
-            lr_multipliers=tuple(float(v) for v in flag_values.lr_multipliers),
-            warmup_epochs=flag_values.warmup_epochs,
-            weight_decay=flag_values.weight_decay,
-            jit_compile={"auto": "auto", "true": True, "false": False}[flag_values.jit_compile],
-            steps_per_execution=flag_values.steps_per_execution,
-            tensorboard=flag_values.tensorboard,
+            momentum=value("momentum"),
+            lr_schedule=value("lr_schedule"),
+            lr_boundary_epochs=tuple(float(v) for v in value("lr_boundary_epochs")),
+            lr_multipliers=tuple(float(v) for v in value("lr_multipliers")),
+            warmup_epochs=value("warmup_epochs"),
+            weight_decay=value("weight_decay"),
+            jit_compile={"auto": "auto", "true": True, "false": False}[value("jit_compile")],
+            steps_per_execution=value("steps_per_execution"),
+            tensorboard=value("tensorboard"),
         )
 
     return Config(
@@ -348,7 +412,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         data_options=_frozen(facts.options(value)),
         teacher_model=teacher_model,
         student_model=student_model,
-        models=Models(**{field.name: flag_values[field.name].value for field in dataclasses.fields(Models)}),
+        models=Models(**{field.name: value(field.name) for field in dataclasses.fields(Models)}),
         teacher=training("teacher"),
         student=training("student"),
         hyperparameters=_frozen(hyperparameters),
@@ -374,16 +438,16 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         sweeps=Sweeps(
             quick=flag_values.quick,
             train_sizes=tuple(int(v) for v in value("train_sizes")),
-            student_models=tuple(flag_values.student_models),
+            student_models=tuple(value("student_models")),
             student_steps=value("student_steps"),
-            evaluations=flag_values.evaluations,
-            teacher_examples=flag_values.teacher_examples,
+            evaluations=value("evaluations"),
+            teacher_examples=value("teacher_examples"),
             difficulties=tuple(int(v) for v in value("difficulties")),
             student_widths=tuple(int(v) for v in value("student_widths")),
             grid_temperatures=tuple(float(v) for v in value("grid_temperatures")),
             grid_alphas=tuple(float(v) for v in value("grid_alphas")),
-            teacher_batch_sizes=tuple(int(v) for v in flag_values.teacher_batch_sizes),
-            teacher_epoch_grid=tuple(int(v) for v in flag_values.teacher_epoch_grid),
+            teacher_batch_sizes=tuple(int(v) for v in value("teacher_batch_sizes")),
+            teacher_epoch_grid=tuple(int(v) for v in value("teacher_epoch_grid")),
         ),
         analysis=Analysis(
             ls_run_dir=flag_values.ls_run_dir,

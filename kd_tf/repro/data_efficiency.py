@@ -21,9 +21,6 @@ from kd_tf import plots, training
 from kd_tf.io import atomic_write_text
 from kd_tf.repro import experiment, store, sweeps
 
-DATA_EFFICIENCY_METHODS = ("student", "kd", "kd_pt", "kd_sim")
-
-
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")
 
 

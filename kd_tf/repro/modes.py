@@ -18,7 +18,7 @@ import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import checks, disk, experiment, outputs, paper
+from kd_tf.repro import checks, disk, experiment, outputs, paper, plan
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -40,8 +40,6 @@ def run(config: config_module.Config) -> None:
     for line in verdict.unread:
         print(f"Warning: {line}", file=sys.stderr, flush=True)
     if config.dry_run:
-        from kd_tf.repro import plan
-
         print(plan.text(config, verdict.missing, verdict.replaces_results))
         return
     options = Run(config)
@@ -76,6 +74,7 @@ def _run_held(options: Run, strategy, holding) -> None:
     try:
         with holding as work_dir:
             options.output_dir = work_dir
+            plan.write_resolved(options.config, work_dir)  # the plan `--dry_run` prints, before any work
             _run_mode(options, strategy)
     except DirectoryInUseError as error:
         raise UserError(str(error)) from error

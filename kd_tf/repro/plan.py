@@ -1,6 +1,11 @@
-"""`--dry_run`: the fully resolved configuration of a command, each value with where it came from."""
+"""`--dry_run`: the fully resolved configuration of a command, each value with where it came from; and the same
+configuration as the `config.json` every run writes before it trains."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import os
 
 import data as datasets
 from kd_tf import losses, training
@@ -88,12 +93,16 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
     settings = config.teacher if role == "teacher" else config.student
     options = ", ".join(f"{key}={value!r}" for key, value in config.model_options(role).items())
     lines = [f"{role}: {model} [{sources[f'{role}_model']}] ({options})"]
+    grid = _grid_trained(config) if role == "teacher" else {}
     for field in ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "weight_decay"):
+        if field in grid:
+            lines.append(f"  {field} = {grid[field]}")
+            continue
         flag = field
         if role == "teacher" and field in _TEACHER_FLAGS and sources[_TEACHER_FLAGS[field]] != "default":
             flag = _TEACHER_FLAGS[field]
         lines.append(f"  {field} = {getattr(settings, field)!r} [{sources[flag]}]")
-    steps = examples // settings.batch_size if examples else None
+    steps = examples // settings.batch_size if examples and not grid else None
     schedule = f"  lr_schedule = {settings.lr_schedule} [{sources['lr_schedule']}]"
     if steps:
         rate = training.learning_rate_of(settings, steps)
@@ -114,7 +123,9 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
         lines += [
             schedule + f" (boundaries at epochs {list(settings.lr_boundary_epochs)}, warm-up "
             f"{settings.warmup_epochs:g} epochs)",
-            "  steps: known once the data is read (its size sets the steps per epoch)",
+            "  steps: set by each batch size of the grid"
+            if grid
+            else "  steps: known once the data is read (its size sets the steps per epoch)",
         ]
     lines.append(
         f"  steps_per_execution = {settings.steps_per_execution} [{sources['steps_per_execution']}], "
@@ -127,10 +138,106 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
     return lines
 
 
-def _group_lines(group, sources) -> list[str]:
-    import dataclasses
+def _grid_trained(config) -> dict:
+    """The teacher settings a sweep's grid sets in place of the flags: the sweet spot trains one teacher per
+    seed and batch size for the grid's largest epoch count, snapshotting every count of the grid."""
+    if config.mode != "sweet_spot":
+        return {}
+    sweeps, sources = config.sweeps, config.sources
+    return {
+        "epochs": f"{max(sweeps.teacher_epoch_grid)} (the largest of teacher_epoch_grid, a snapshot at each) "
+        f"[{sources['teacher_epoch_grid']}]",
+        "batch_size": f"each of teacher_batch_sizes {sweeps.teacher_batch_sizes} [{sources['teacher_batch_sizes']}]",
+    }
 
+
+def _group_lines(group, sources) -> list[str]:
     return [
         f"  {field.name} = {getattr(group, field.name)!r} [{sources.get(field.name, 'default')}]"
         for field in dataclasses.fields(group)
     ]
+
+
+CONFIG_FILE = "config.json"
+
+
+def resolved(config: config_module.Config) -> dict:
+    """The configuration `text` prints, as data: every value a run trains with, each as `{"value", "source"}`
+    (where it came from), grouped as the plan groups them."""
+    sources = config.sources
+
+    def sourced(value, flag):
+        return {"value": _jsonable(value), "source": sources.get(flag, config_module.DEFAULT)}
+
+    facts = datasets.facts(config.dataset)
+    roles = {}
+    for role in _roles(config):
+        settings = config.teacher if role == "teacher" else config.student
+        entry = {
+            "model": sourced(
+                config.teacher_model if role == "teacher" else config.student_model, f"{role}_model"
+            ),
+            "options": _jsonable(config.model_options(role)),
+        }
+        for field in dataclasses.fields(settings):
+            flag = field.name
+            if role == "teacher" and flag in _TEACHER_FLAGS and sources[_TEACHER_FLAGS[flag]] != "default":
+                flag = _TEACHER_FLAGS[flag]
+            entry[field.name] = sourced(getattr(settings, field.name), flag)
+        if role == "teacher":
+            entry["label_smoothing"] = sourced(config.teacher_label_smoothing, "teacher_label_smoothing")
+        roles[role] = entry
+    methods = {}
+    for method in checks.trained_methods(config):
+        method_sources = config.method_sources(method)
+        methods[method] = {
+            name: {"value": value, "source": method_sources[name]}
+            for name, value in config.method_values(method).items()
+        }
+
+    def group(values):
+        return {
+            field.name: sourced(getattr(values, field.name), field.name)
+            for field in dataclasses.fields(values)
+        }
+
+    return {
+        "command": config.command,
+        "mode": sourced(config.mode, "mode"),
+        "dataset": sourced(config.dataset, "dataset"),
+        "seeds": sourced(config.seeds, "seeds"),
+        "output_dir": sourced(config.output_dir, "output_dir"),
+        "teacher_dir": sourced(config.teacher_dir, "teacher_dir"),
+        "data": {
+            **{
+                option: sourced(value, facts.flag_of(option)) for option, value in config.data_options.items()
+            },
+            **(
+                {"taus": sourced(config.taus, "taus"), "task_seeds": sourced(config.task_seeds, "task_seeds")}
+                if config.dataset == "synthetic"
+                else {}
+            ),
+        },
+        **roles,
+        "methods": methods,
+        "sweep": group(config.sweeps) if config.mode in config_module.SWEEPS else None,
+        "analysis": group(config.analysis) if config.mode == "analyze" else None,
+        "language_model": group(config.language_model) if config.dataset == "ptb" else None,
+        "runtime": group(config.runtime),
+    }
+
+
+def write_resolved(config: config_module.Config, directory: str) -> None:
+    """Writes `resolved(config)` to `directory/config.json` (whole or not at all)."""
+    from kd_tf.io import atomic_write_text
+
+    text = json.dumps(resolved(config), indent=2) + "\n"
+    atomic_write_text(os.path.join(directory, CONFIG_FILE), text)
+
+
+def _jsonable(value):
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
