@@ -43,6 +43,8 @@ class Estimate:
         return sum(self.per_model[role] * count for role, count in self.models.items())
 
     def describe(self) -> str:
+        if not self.per_model:
+            return "none: this run trains no model"
         each = ", ".join(f"{size_text(size)} a {role}" for role, size in self.per_model.items())
         if self.total is None:
             return f"about {each} (the count of models is known once the sweep runs)"
@@ -61,6 +63,8 @@ def size_text(count: float) -> str:
 def estimate(config: config_module.Config) -> Estimate | None:
     """The disk `config`'s run writes, or `None` where the models cannot be sized before the data is read
     (a language model's vocabulary) or an optional package is missing."""
+    if config.mode == "analyze" and not config.analysis.topk_sweep:
+        return Estimate({}, {})  # it reads finished runs
     facts = datasets.facts(config.dataset)
     options = dict(config.data_options)
     if facts.kind != "classification" or facts.missing_packages():

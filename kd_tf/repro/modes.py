@@ -18,7 +18,7 @@ import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import checks, disk, experiment, outputs, paper, plan
+from kd_tf.repro import checks, disk, experiment, outputs, paired, paper, plan
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -379,6 +379,13 @@ def _run_table(options: Run) -> None:
         table += (
             "\nTest accuracy (%) at the last epoch (no selection), the same runs:\n\n"
             + experiment.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
+        )
+    paired_rows = paired.markdown_against(records, paired.BASELINE, study.column_key, "test_accuracy")
+    if paired_rows:
+        table += (
+            "\nEach row minus the Student, paired seed by seed (points of test accuracy at the best "
+            "validation epoch, mean ± std over seeds; `python -m kd_tf.repro.paired` pairs any two rows):\n\n"
+            + paired_rows
         )
     experiment.write_results(options.output_dir, records, table, header)
     experiment.write_results_figure(
