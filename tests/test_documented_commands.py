@@ -97,6 +97,16 @@ GROUPS = {
         (MAKE_FASHION_TOY, []),
         ("python run.py --flagfile=configs/fashion_mnist_table.flags", FASHION),
         ("python run.py --flagfile=configs/fashion_mnist_ls_teacher.flags", FASHION),
+        (
+            "python -m kd_tf.repro.paired runs/fashion_mnist_table/results.json kd-student kd-ls kd_topk-kd "
+            "kd_pt_sim-kd_pt",
+            [],
+        ),
+        (
+            "python -m kd_tf.repro.paired runs/fashion_mnist_ls_teacher/results.json teacher-teacher kd-kd "
+            "kd_pt-kd_pt kd_sim-kd_sim --against runs/fashion_mnist_table/results.json",
+            [],
+        ),
     ],
     "dry_run": [("python run.py --flagfile=configs/cifar100_resnet20_kd_topk.flags --dry_run", [])],
     "ptb": [
