@@ -113,3 +113,24 @@ def test_a_run_writes_its_plan_as_config_json_before_it_trains(tmp_path, monkeyp
     assert written == json.loads(json.dumps(plan.resolved(_config(argv))))
     assert written["student"]["epochs"] == {"value": 2, "source": run_config.COMMAND_LINE}
     assert written["methods"]["kd"]["temperature"]["source"] == run_config.DEFAULT
+
+
+def test_an_unfinished_run_of_another_configuration_is_refused_naming_what_changed(tmp_path):
+    output_dir = tmp_path / "table"
+    argv = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8", "--seeds=0", "--methods=kd"]
+    run_in_process([*argv, f"--output_dir={output_dir}"])
+    os.remove(output_dir / "results.json")  # as if stopped before its last write
+    before = {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()}
+    with pytest.raises(modes.UserError) as refused:
+        run_in_process([*argv, "--seeds=0,1", "--epochs=3", "--jobs=2", f"--output_dir={output_dir}"])
+    message = str(refused.value)
+    assert "holds an unfinished run of another configuration" in message
+    assert "seeds: [0] → [0, 1]" in message and "student.epochs: 2 → 3" in message
+    assert "jobs" not in message  # how a run runs may change on resume
+    assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()} == before
+    run_in_process([*argv, "--jobs=2", f"--output_dir={output_dir}"])  # the same run resumes
+    assert json.load(open(output_dir / "results.json"))
+    os.remove(output_dir / "results.json")
+    run_in_process([*argv, "--seeds=0,1", "--overwrite", f"--output_dir={output_dir}"])
+    assert json.load(open(output_dir / plan.CONFIG_FILE))["seeds"]["value"] == [0, 1]
+    assert {record["seed"] for record in json.load(open(output_dir / "results.json"))} == {0, 1}

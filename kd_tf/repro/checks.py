@@ -268,6 +268,16 @@ class _Checker:
             if os.path.exists(os.path.join(self.config.output_dir, name))
         ]
         pending = outputs.unfinished_replacement(self.config.output_dir)
+        from kd_tf.repro import plan  # (plan reads the checks)
+
+        changed = plan.changed_values(self.config)
+        if changed and not existing and not self.config.overwrite:
+            self._missing(
+                f"--output_dir={self.config.output_dir} holds an unfinished run of another configuration "
+                f"({plan.CONFIG_FILE}: {'; '.join(changed)}). Run the command that started it to resume it, "
+                "pass --overwrite to replace it (its files stay until the new run has finished), or choose "
+                "another --output_dir."
+            )
         if existing and not self.config.overwrite:
             resume = (
                 f" An --overwrite run into it was interrupted (its work is in {outputs.STAGING}/): pass "
@@ -280,7 +290,7 @@ class _Checker:
                 "--overwrite to replace them, or choose another --output_dir. (An interrupted run resumes "
                 f"by itself: it has no results file yet.){resume}"
             )
-        self.replaces_results = bool(existing) or pending
+        self.replaces_results = bool(existing) or pending or bool(changed)
 
     def class_parents_shape(self):
         """The run's hierarchy (classes per parent) where the dataset has one, for checking KD-rel's a and b

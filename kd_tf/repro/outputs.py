@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from kd_tf.checkpoint import DirectoryLock
 
 STAGING = ".overwrite"  # a replacement being built
+PLAN_FILE = "config.json"  # the resolved configuration a run trains with (`plan.write_resolved`)
 REPLACED = ".replaced"  # old entries during the swap, removed right after it
 _OWN = (DirectoryLock.NAME, STAGING, REPLACED)
 _WORKER_PREFIX = "workertemp_"  # a non-chief worker's files, as Keras names them; never swapped
@@ -75,10 +76,15 @@ def claim(path: str, replace: bool) -> Iterator[str]:
 
 
 def _remove_if_untouched(path: str) -> None:
-    """Removes a directory this run created and wrote nothing to (a run refused by a later check)."""
+    """Removes a directory this run created and wrote nothing to but its plan (a run refused by a later
+    check)."""
     try:
-        if os.listdir(path) == [DirectoryLock.NAME]:
-            os.remove(os.path.join(path, DirectoryLock.NAME))
+        if DirectoryLock.NAME in os.listdir(path) and set(os.listdir(path)) <= {
+            DirectoryLock.NAME,
+            PLAN_FILE,
+        }:
+            for name in os.listdir(path):
+                os.remove(os.path.join(path, name))
             os.rmdir(path)
     except OSError:
         pass

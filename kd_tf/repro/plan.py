@@ -158,7 +158,7 @@ def _group_lines(group, sources) -> list[str]:
     ]
 
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = outputs.PLAN_FILE
 
 
 def resolved(config: config_module.Config) -> dict:
@@ -233,6 +233,59 @@ def write_resolved(config: config_module.Config, directory: str) -> None:
 
     text = json.dumps(resolved(config), indent=2) + "\n"
     atomic_write_text(os.path.join(directory, CONFIG_FILE), text)
+
+
+# What may change between a run and its resume: how it runs, not what it trains (the workers, the output, the
+# progress it prints, how often it saves).
+_RUN_ONLY = {
+    "command",
+    "output_dir",
+    *(
+        f"runtime.{name}"
+        for name in (
+            "strategy",
+            "tpu",
+            "collective_timeout",
+            "cpu_devices",
+            "jobs",
+            "teacher_cache",
+            "teacher_cache_max_mb",
+            "checkpoint_every_steps",
+            "verbose",
+            "progress",
+        )
+    ),
+}
+
+
+def changed_values(config: config_module.Config, directory: str | None = None) -> list[str]:
+    """`name: before → now` for each value that differs between the `config.json` in `directory` (default:
+    the run's output directory) and `config`, leaving out how the run runs (`_RUN_ONLY`); empty where there
+    is no `config.json` or it cannot be read (a run from before the file, or a damaged one)."""
+    path = os.path.join(directory or config.output_dir, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            before = _values(json.load(handle))
+    except (OSError, ValueError):
+        return []
+    now = _values(json.loads(json.dumps(resolved(config))))
+    return [
+        f"{name}: {before.get(name)!r} → {now.get(name)!r}"
+        for name in sorted(set(before) | set(now))
+        if name not in _RUN_ONLY and before.get(name) != now.get(name)
+    ]
+
+
+def _values(tree, prefix: str = "") -> dict:
+    """`resolved`'s tree as `dotted.name -> value`."""
+    if isinstance(tree, dict) and set(tree) == {"value", "source"}:
+        return {prefix: tree["value"]}
+    if isinstance(tree, dict):
+        values = {}
+        for key, item in tree.items():
+            values.update(_values(item, f"{prefix}.{key}" if prefix else key))
+        return values
+    return {prefix: tree}
 
 
 def _jsonable(value):
