@@ -34,3 +34,9 @@ def strategies():
     """
     devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
     return tf.distribute.OneDeviceStrategy(devices[0]), tf.distribute.MirroredStrategy(devices)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The `slow` tests first, each group in its own order: over several workers (`-n auto`), the long tests
+    then start early instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
