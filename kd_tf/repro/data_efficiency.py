@@ -19,7 +19,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, store, sweeps
+from kd_tf.repro import experiment, outputs, store, sweeps
 
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")
 
@@ -207,7 +207,7 @@ def run_data_efficiency(
     config: DataEfficiencyConfig,
     output_dir: str,
     *,
-    log: Callable[[str], None] = sweeps.print_now,
+    log: Callable[[str], None] = outputs.print_now,
     header: str = "",
     jobs: int = 1,
     deterministic: bool = False,
@@ -224,7 +224,7 @@ def run_data_efficiency(
     return records
 
 
-def _data_efficiency_group(group: sweeps.Group, log: Callable[[str], None] = sweeps.print_now) -> dict:
+def _data_efficiency_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
     config, records, task = group.config, {}, None
     for index, cell in group.members:

@@ -19,6 +19,7 @@ from kd_tf.distiller import class_vectors
 from kd_tf.io import atomic_write_text, read_json, replaced_atomically  # noqa: F401 (read_json is re-exported)
 from kd_tf.repro import paper as paper_numbers
 from kd_tf.repro import store
+from kd_tf.repro.outputs import print_now
 from kd_tf.training import TrainConfig, load_model, save_model, train
 
 TEACHER_FILE = "teacher.keras"
@@ -276,7 +277,7 @@ def train_teacher(study: StudyConfig, splits, data_options: dict, seed: int, dir
     info = {
         "dataset": study.dataset,
         "num_classes": splits.num_classes,
-        "data_options": _jsonable(data_options),
+        "data_options": scalar_options(data_options),
         "seed": seed,
         "model": study.teacher_model,
         "label_smoothing": study.teacher_label_smoothing,
@@ -381,15 +382,11 @@ def distil_as(study, method: str, teacher, splits, seed: int, run_dir: str, cach
     )
 
 
-def _print_now(line: str) -> None:
-    print(line, flush=True)
-
-
 def run_study(
     study: StudyConfig,
     output_dir: str,
     *,
-    log: Callable[[str], None] = _print_now,
+    log: Callable[[str], None] = print_now,
     jobs: int = 1,
     deterministic: bool = False,
 ) -> list[dict]:
@@ -549,7 +546,8 @@ def _run_study_in_parallel(study, output_dir, log, jobs, deterministic) -> list[
     ]
 
 
-def _jsonable(values: dict) -> dict:
+def scalar_options(values: dict) -> dict:
+    """The options of `values` a record keeps: strings, numbers, booleans and `None`."""
     return {key: value for key, value in values.items() if isinstance(value, str | int | float | bool | None)}
 
 
@@ -563,7 +561,7 @@ def _record(study, role, method, seed, data_options, result, hyperparameters) ->
         "method": method,
         "model": study.teacher_model if role == "teacher" else study.student_model,
         "hyperparameters": hyperparameters,
-        "data_options": _jsonable(data_options),
+        "data_options": scalar_options(data_options),
     }
     measures = datasets.facts(study.dataset).measure(data_options, seed)
     if measures:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import re
 import shutil
@@ -17,7 +16,6 @@ import tensorflow as tf
 import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
-from kd_tf.io import atomic_write_text
 from kd_tf.repro import checks, disk, experiment, outputs, paired, paper, plan
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
@@ -298,12 +296,6 @@ class SplitsLoader:
         return _limited(splits, self.steps_per_epoch, self.batch_size)
 
 
-def _load_splits(options: Run, data_options: dict, seed: int) -> datasets.Splits:
-    return SplitsLoader(
-        options.dataset, options.config.student.batch_size, options.config.runtime.steps_per_epoch
-    )(data_options, seed)
-
-
 def _study(options: Run) -> experiment.StudyConfig:
     config = options.config
     if options.dataset == "synthetic":
@@ -507,10 +499,6 @@ def _run_analyze(options: Run) -> None:
         seeds=seeds,
         sweep_csv=sweep_csv,
     )
-
-
-def write_json(path: str, payload) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _run_language_model(options: Run) -> None:

@@ -140,6 +140,11 @@ def _nearest_existing(path: str) -> str:
     return probe
 
 
+def print_now(line: str) -> None:
+    """A progress line, out at once (worker processes and pipes buffer otherwise)."""
+    print(line, flush=True)
+
+
 def megabytes(count: float) -> str:
     return f"{count / 2**20:,.1f} MB"
 

@@ -167,7 +167,7 @@ def resolved(config: config_module.Config) -> dict:
     sources = config.sources
 
     def sourced(value, flag):
-        return {"value": _jsonable(value), "source": sources.get(flag, config_module.DEFAULT)}
+        return {"value": _plain(value), "source": sources.get(flag, config_module.DEFAULT)}
 
     facts = datasets.facts(config.dataset)
     roles = {}
@@ -177,7 +177,7 @@ def resolved(config: config_module.Config) -> dict:
             "model": sourced(
                 config.teacher_model if role == "teacher" else config.student_model, f"{role}_model"
             ),
-            "options": _jsonable(config.model_options(role)),
+            "options": _plain(config.model_options(role)),
         }
         for field in dataclasses.fields(settings):
             flag = field.name
@@ -288,9 +288,9 @@ def _values(tree, prefix: str = "") -> dict:
     return {prefix: tree}
 
 
-def _jsonable(value):
+def _plain(value):
     if isinstance(value, tuple | list):
-        return [_jsonable(item) for item in value]
+        return [_plain(item) for item in value]
     if isinstance(value, dict) or hasattr(value, "items"):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: _plain(item) for key, item in value.items()}
     return value

@@ -24,7 +24,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import offline, plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, store, sweeps
+from kd_tf.repro import experiment, outputs, store, sweeps
 
 REGIME_MAP_CSV = "regime_map.csv"
 SUMMARY_CSV = "regime_map_claims.csv"
@@ -231,7 +231,7 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
     }
 
 
-def _regime_group(group: sweeps.Group, log: Callable[[str], None] = sweeps.print_now) -> dict:
+def _regime_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
     config, records, teacher = group.config, {}, None
     for index, cell in group.members:
@@ -265,7 +265,7 @@ def run_regime_map(
     config: RegimeMapConfig,
     output_dir: str,
     *,
-    log: Callable[[str], None] = sweeps.print_now,
+    log: Callable[[str], None] = outputs.print_now,
     header: str = "",
     jobs: int = 1,
     deterministic: bool = False,
@@ -428,12 +428,12 @@ def write_regime_map(output_dir: str, records: Sequence[dict], config: RegimeMap
     atomic_write_text(os.path.join(output_dir, experiment.RESULTS_MARKDOWN), text)
     atomic_write_text(
         os.path.join(output_dir, experiment.RESULTS_JSON),
-        json.dumps({"records": list(records), "summary": rows}, indent=2, default=_jsonable) + "\n",
+        json.dumps({"records": list(records), "summary": rows}, indent=2, default=_numpy_scalar) + "\n",
     )
     return {"rows": rows, "figure": figure, "holds": found}
 
 
-def _jsonable(value):
+def _numpy_scalar(value):
     if isinstance(value, np.floating | np.integer):
         return value.item()
     raise TypeError(f"Not JSON serialisable: {type(value).__name__}")

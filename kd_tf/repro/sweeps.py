@@ -15,10 +15,6 @@ from kd_tf.io import atomic_write_text
 from kd_tf.repro import experiment
 
 
-def print_now(line: str) -> None:
-    print(line, flush=True)
-
-
 def logits_of(model: keras.Model, inputs: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     # Eager calls: `predict` would trace a new function for every one of the sweep's many models.
     return np.concatenate(

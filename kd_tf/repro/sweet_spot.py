@@ -23,7 +23,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import analysis, checkpoint, losses, plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, store, sweeps
+from kd_tf.repro import experiment, outputs, store, sweeps
 
 SWEET_SPOT_CSV = "sweet_spot.csv"
 
@@ -194,7 +194,7 @@ def _train_sweet_spot_teachers(
     info = {
         "dataset": "synthetic",
         "num_classes": splits.num_classes,
-        "data_options": experiment._jsonable(config.data_options),
+        "data_options": experiment.scalar_options(config.data_options),
         "seed": seed,
         "model": config.teacher_model,
         "label_smoothing": 0.0,
@@ -231,7 +231,7 @@ def run_sweet_spot(
     config: SweetSpotConfig,
     output_dir: str,
     *,
-    log: Callable[[str], None] = sweeps.print_now,
+    log: Callable[[str], None] = outputs.print_now,
     header: str = "",
     jobs: int = 1,
     deterministic: bool = False,
@@ -248,7 +248,7 @@ def run_sweet_spot(
     return records
 
 
-def _sweet_spot_group(group: sweeps.Group, log: Callable[[str], None] = sweeps.print_now) -> dict:
+def _sweet_spot_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one seed's teachers and students; returns {cell index: record}."""
     config, output_dir, records = group.config, group.output_dir, {}
     for index, cell in group.members:
