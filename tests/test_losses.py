@@ -172,6 +172,18 @@ def test_kd_rel_gives_target_sibling_and_rest_shares():
     np.testing.assert_allclose(target, [0.1, 0.6, 0.1, c, c, c], atol=1e-6)
 
 
+def test_kd_rel_with_no_share_left_for_other_classes_stays_finite():
+    """a = 0.8 and b = 0.05 over a group of five leave c = 1 - 0.8 - 4·0.05, -5.6e-17 in floats: it is 0."""
+    parents = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])  # the Fashion-MNIST grouping's sizes
+    table = losses.kd_rel.hierarchy_targets(parents, 0.8, 0.05)
+    assert table.min() == 0.0 and table[0, 5] == 0.0
+    np.testing.assert_allclose(table.sum(axis=1), 1.0, atol=1e-6)
+    loss = losses.get("kd_rel", class_parents=parents, rel_target=0.8, rel_sibling=0.05, alpha=0.9)
+    student_logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    values = loss.per_example(np.array([0, 2, 6, 9]), np.zeros((4, 10), np.float32), student_logits)
+    assert np.all(np.isfinite(values))
+
+
 @pytest.mark.parametrize("name,other", [("kd_pt_sim", "kd_sim"), ("kd_pt_rel", "kd_rel")])
 def test_mixes_are_the_weighted_average_of_their_parts(name, other):
     labels, teacher_logits, _ = batch(seed=6)

@@ -32,6 +32,9 @@ def hierarchy_targets(class_parents, rel_target, rel_sibling):
             f"Received: rel_target={rel_target}, rel_sibling={rel_sibling}, giving c={rest[worst]:.4g} "
             f"for class {worst} (c ranges over [{rest.min():.4g}, {rest.max():.4g}])."
         )
+    # A c within rounding of zero (1 - 0.8 - 4·0.05 is -5.6e-17 in floats) is zero: a negative share makes
+    # the soft term's q̃·log q̃ NaN.
+    rest = np.maximum(rest, 0.0)
     table = np.where(same_parent, rel_sibling, rest[:, None])
     np.fill_diagonal(table, rel_target)
     return table.astype(np.float32)
