@@ -17,6 +17,8 @@ import pytest
 import tiny
 from cli_process import ROOT, environment
 
+from kd_tf.repro import config as run_config
+
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
 SYNTHETIC = [  # without tiny's `--jobs=1`: the documented commands run with the default `--jobs`
     *(flag for flag in tiny.SYNTHETIC if not flag.startswith("--jobs")),
@@ -59,6 +61,15 @@ FASHION = [  # generated Fashion-MNIST-format files (240 training images), one e
 ]
 MAKE_FASHION_TOY = "python -c \"import data.fashion_mnist as f; f.write_toy_data('runs/fashion_mnist_toy')\""
 QUICK = ["--quick", "--progress=none"]
+# A flagfile's values beat `--quick` (a preset), so a documented sweep flagfile is made tiny by `--quick`'s
+# values given as flags, which beat the flagfile's.
+QUICK_AS_FLAGS = {
+    mode: [
+        *QUICK,
+        *(f"--{name}={','.join(map(str, v)) if isinstance(v, list) else v}" for name, v in values.items()),
+    ]
+    for mode, values in run_config.QUICK_PRESETS.items()
+}
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}
 MAKE_TOY_CORPUS = (
@@ -83,8 +94,11 @@ GROUPS = {
     "sweeps": [  # the first two also run the documented `... --quick` commands word for word
         ("python run.py --mode=data_efficiency", ["--quick"]),
         ("python run.py --mode=sweet_spot", ["--quick"]),
-        ("python run.py --flagfile=configs/data_efficiency_difficulty.flags", QUICK),
-        ("python run.py --flagfile=configs/regime_map.flags", QUICK),
+        (
+            "python run.py --flagfile=configs/data_efficiency_difficulty.flags",
+            QUICK_AS_FLAGS["data_efficiency"],
+        ),
+        ("python run.py --flagfile=configs/regime_map.flags", QUICK_AS_FLAGS["regime_map"]),
     ],
     "digits": [
         ("python run.py --flagfile=configs/digits_table.flags", [*DIGITS, *SMALL_RESNETS]),

@@ -122,10 +122,12 @@ def test_an_unfinished_run_of_another_configuration_is_refused_naming_what_chang
     os.remove(output_dir / "results.json")  # as if stopped before its last write
     before = {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()}
     with pytest.raises(modes.UserError) as refused:
-        run_in_process([*argv, "--seeds=0,1", "--epochs=3", "--jobs=2", f"--output_dir={output_dir}"])
+        run_in_process(
+            [*argv, "--seeds=0,1", "--learning_rate=0.5", "--jobs=2", f"--output_dir={output_dir}"]
+        )
     message = str(refused.value)
     assert "holds an unfinished run of another configuration" in message
-    assert "seeds: [0] → [0, 1]" in message and "student.epochs: 2 → 3" in message
+    assert "seeds: [0] → [0, 1]" in message and "student.learning_rate: 0.003 → 0.5" in message
     assert "jobs" not in message  # how a run runs may change on resume
     assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()} == before
     run_in_process([*argv, "--jobs=2", f"--output_dir={output_dir}"])  # the same run resumes

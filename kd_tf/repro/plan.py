@@ -236,10 +236,13 @@ def write_resolved(config: config_module.Config, directory: str) -> None:
 
 
 # What may change between a run and its resume: how it runs, not what it trains (the workers, the output, the
-# progress it prints, how often it saves).
+# progress it prints, how often it saves), and how long it trains (a resume may extend or shorten a run: the
+# learning-rate boundaries are epochs counted from the start).
 _RUN_ONLY = {
     "command",
     "output_dir",
+    "teacher.epochs",
+    "student.epochs",
     *(
         f"runtime.{name}"
         for name in (
