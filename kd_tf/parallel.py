@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 
@@ -126,5 +128,36 @@ def run_unordered(
     finally:
         # Every result is in (or the run is stopping): the workers are stopped rather than left to unload
         # TensorFlow one by one, which takes longer than a small cell.
+        _stop(pool)
+
+
+def _stop(pool, patience_s: float = 5.0, grace_s: float = 120.0) -> None:
+    """`pool.terminate()` (each worker SIGTERMed once, then joined), watched: a worker has been seen to lose
+    that SIGTERM while idle, and the pool then waits for it forever. After `patience_s`, every worker still
+    alive is SIGTERMed again each second (a second SIGTERM during a step's save is ignored, so a cell that
+    is saving finishes it), and SIGKILLed after `grace_s`. The watch starts late on purpose: an idle worker
+    holds the pool's task-queue lock until the pool's own stop takes it, and a worker killed before that
+    would leave the lock taken."""
+    workers = list(getattr(pool, "_pool", ()))
+    done = threading.Event()
+
+    def watch():
+        start = time.monotonic()
+        if done.wait(patience_s):
+            return
+        while not done.wait(1.0):
+            alive = [worker for worker in workers if worker.exitcode is None]
+            for worker in alive:
+                if time.monotonic() - start > grace_s:
+                    worker.kill()
+                else:
+                    worker.terminate()
+
+    watcher = threading.Thread(target=watch, name="pool-stop-watch", daemon=True)
+    watcher.start()
+    try:
         pool.terminate()
         pool.join()
+    finally:
+        done.set()
+        watcher.join()
