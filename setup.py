@@ -24,7 +24,7 @@ setup(
     ],
     extras_require={
         "digits": ["scikit-learn>=1.3"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "scikit-learn>=1.3"],
+        "test": ["pytest>=8", "pytest-xdist>=3.2", "ruff>=0.6", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["kd_tf=run:entry_point"]},
 )

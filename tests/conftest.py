@@ -37,6 +37,10 @@ def strategies():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The `slow` tests first, each group in its own order: over several workers (`-n auto`), the long tests
-    then start early instead of running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The `slow` tests at the head of each half of the run, half of them in each: `--dist worksteal`
+    (pyproject.toml) gives each of two workers one contiguous half and lets an idle worker take the tail of
+    the other's queue, so the long tests start early on both workers and the short ones fill the end."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    half = len(fast) // 2
+    items[:] = slow[0::2] + fast[:half] + slow[1::2] + fast[half:]
