@@ -98,10 +98,7 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
         if field in grid:
             lines.append(f"  {field} = {grid[field]}")
             continue
-        flag = field
-        if role == "teacher" and field in _TEACHER_FLAGS and sources[_TEACHER_FLAGS[field]] != "default":
-            flag = _TEACHER_FLAGS[field]
-        lines.append(f"  {field} = {getattr(settings, field)!r} [{sources[flag]}]")
+        lines.append(f"  {field} = {getattr(settings, field)!r} [{sources[_flag_of(config, role, field)]}]")
     steps = examples // settings.batch_size if examples and not grid else None
     schedule = f"  lr_schedule = {settings.lr_schedule} [{sources['lr_schedule']}]"
     if steps:
@@ -136,6 +133,12 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
             f"  label smoothing = {config.teacher_label_smoothing:g} [{sources['teacher_label_smoothing']}]"
         )
     return lines
+
+
+def _flag_of(config, role: str, field: str) -> str:
+    """The flag a `Training` field of `role` took its value from (a teacher's own flag where it was set)."""
+    own = _TEACHER_FLAGS.get(field) if role == "teacher" else None
+    return own if own and config.sources[own] != "default" else field
 
 
 def _grid_trained(config) -> dict:
@@ -180,10 +183,7 @@ def resolved(config: config_module.Config) -> dict:
             "options": _plain(config.model_options(role)),
         }
         for field in dataclasses.fields(settings):
-            flag = field.name
-            if role == "teacher" and flag in _TEACHER_FLAGS and sources[_TEACHER_FLAGS[flag]] != "default":
-                flag = _TEACHER_FLAGS[flag]
-            entry[field.name] = sourced(getattr(settings, field.name), flag)
+            entry[field.name] = sourced(getattr(settings, field.name), _flag_of(config, role, field.name))
         if role == "teacher":
             entry["label_smoothing"] = sourced(config.teacher_label_smoothing, "teacher_label_smoothing")
         roles[role] = entry
