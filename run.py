@@ -40,6 +40,7 @@ with _quiet_native_start():
     import models
     from data import synthetic
     from kd_tf import losses, runtime
+    from kd_tf.repro import experiments
     from kd_tf.schedules import SCHEDULES
 
     if not any(arg.startswith(("--help", "-h", "--helpfull")) for arg in sys.argv[1:]):
@@ -47,19 +48,14 @@ with _quiet_native_start():
 
         tf.config.list_physical_devices()  # the accelerator probe, while its messages are hidden
 
-MODES = ("table", "teacher", "student", "analyze", "data_efficiency", "sweet_spot", "regime_map")
+MODES = tuple(experiments.names())
 
 # What to run.
 _MODE = flags.DEFINE_enum(
     "mode",
     "table",
     MODES,
-    "table: a teacher per column, then every method; teacher: "
-    "train and save a teacher; student: distil one method from --teacher_dir; "
-    "analyze: figures and numbers from a finished table run; data_efficiency: accuracy against "
-    "training-set size (Phuong & Lampert 2019); sweet_spot: teachers over batch size x epochs and the KD "
-    "students they give; regime_map: where the paper's synthetic claims hold, over training-set size x "
-    "student width x task difficulty x τ x task seed.",
+    "; ".join(f"{mode}: {experiments.get(mode).help}" for mode in MODES) + ".",
 )
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", datasets.NAMES, "Dataset.")
 _DATA_DIR = flags.DEFINE_string(

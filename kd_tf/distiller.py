@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kd_tf import keras_compat
 from kd_tf.losses.base import DistillationLoss, split_targets
 
 
@@ -54,13 +55,14 @@ def sparse_categorical_accuracy(labels, logits):
     )
 
 
-class Distiller(keras.Model):
+class Distiller(keras_compat.BuildWorkarounds, keras.Model):
     """Trains `student` toward a frozen `teacher` with a `DistillationLoss`.
 
     The teacher runs with `training=False` and its payload passes through `stop_gradient`, so only the
     student's variables are updated. With `teacher=None`, each batch's targets must carry the cached
     teacher payload packed by `kd_tf.pack_targets` (offline distillation). The loss is the per-example loss summed over the replica's
     batch and divided by the global batch, so `tf.distribute` strategies make the same update as one device.
+    Where Keras' training loop needs working around, `kd_tf.keras_compat` does it.
 
     Args:
         student: model mapping inputs to logits; what `call`, `predict` and saving see.
@@ -146,11 +148,7 @@ class Distiller(keras.Model):
         trackers = self.metrics if top5 else self.metrics[:-1]
         if top5:
             self.top5_accuracy.update_state(flat_labels, flat_logits, sample_weight=flat_weights)
-        results = {metric.name: metric.result() for metric in trackers}
-        if _across_workers(tf.distribute.get_strategy()):
-            # Keras averages step outputs across workers along axis 0, which a scalar does not have.
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
+        return keras_compat.step_outputs({metric.name: metric.result() for metric in trackers})
 
     @staticmethod
     def _example_weights(data, total):
@@ -201,59 +199,6 @@ class Distiller(keras.Model):
             "`import kd_tf`."
         )
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Builds what is not built before training, as Keras does, without reading a batch when the
-        student is built already.
-
-        Under a strategy Keras reads the first batch for its shapes, then starts the stream again: a
-        pipeline that reshuffles every pass then trains on another order than without a strategy. It also
-        reduces that batch with `strategy.reduce`, which `MultiWorkerMirroredStrategy` refuses for a batch
-        of several tensors (keras-team/keras#20585); one replica's part of the batch has the same shapes.
-        """
-        if self._distribute_strategy is None:
-            # Without a strategy Keras defers building to the first traced step, where the optimizer's slot
-            # variables are then created: TensorFlow traces a function that creates variables a second time
-            # without them, so every new student's step was traced twice. Built here, it is traced once.
-            optimizer = getattr(self, "optimizer", None)
-            if optimizer is not None and not optimizer.built and self._student_is_built():
-                optimizer.build(self.student.trainable_variables)
-        if iterator is not None and self._distribute_strategy is not None:
-            if self._needs_no_batch():
-                with self.distribute_strategy.scope():
-                    self._symbolic_build(data_batch=None)
-                return None
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(_one_replica, next(batches))
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _student_is_built(self) -> bool:
-        return all(layer.built for layer in self.student._flatten_layers())
-
-    def _needs_no_batch(self) -> bool:
-        built = (
-            getattr(self, attribute, None) is None or getattr(self, attribute).built
-            for attribute in ("_compile_metrics", "_compile_loss")
-        )
-        return all(layer.built for layer in self._flatten_layers()) and all(built)
-
     def predict_step(self, data):
         inputs = data[0] if isinstance(data, tuple) else data
         return self.student(inputs, training=False)
-
-
-def _one_replica(value):
-    """The first local replica's part of a distributed value; any other value as it is."""
-    if isinstance(value, tf.distribute.DistributedValues):
-        return value.values[0]
-    return value
-
-
-def _across_workers(strategy) -> bool:
-    """Whether Keras reduces step outputs across worker processes (`MultiWorkerMirroredStrategy` with more
-    than one worker), the case in which it averages them along an axis 0."""
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
-        in_multi_worker_mode and in_multi_worker_mode()
-    )

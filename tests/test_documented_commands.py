@@ -17,7 +17,7 @@ import pytest
 import tiny
 from cli_process import ROOT, environment
 
-from kd_tf.repro import config as run_config
+from kd_tf.repro import experiments
 
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
 SYNTHETIC = [  # without tiny's `--jobs=1`: the documented commands run with the default `--jobs`
@@ -68,7 +68,8 @@ QUICK_AS_FLAGS = {
         *QUICK,
         *(f"--{name}={','.join(map(str, v)) if isinstance(v, list) else v}" for name, v in values.items()),
     ]
-    for mode, values in run_config.QUICK_PRESETS.items()
+    for mode, values in ((mode, experiments.get(mode).quick) for mode in experiments.names())
+    if values
 }
 PTB_DATA = "runs/ptb_toy_data"  # what `DIR` and `~/ptb` stand for here
 SUBSTITUTIONS = {"--data_dir=DIR": f"--data_dir={PTB_DATA}", "--data_dir=~/ptb": f"--data_dir={PTB_DATA}"}

@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 import run  # noqa: F401 (defines the flags)
 from kd_tf import analysis, training
 from kd_tf.repro import config as run_config
-from kd_tf.repro import experiment, figures, modes, topk_sweep
+from kd_tf.repro import experiment, experiments, figures, modes, topk_sweep
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024
@@ -255,7 +255,7 @@ def test_run_reads_the_analyze_values_of_the_configuration(runs, tmp_path):
         flags.FLAGS.unparse_flags()
         flags.FLAGS(argv)
         options = modes.Run(run_config.from_flags(flags.FLAGS, argv))
-    modes.MODES["analyze", "classification"](options)
+    experiments.get("analyze").run(options)
     summary = _strict_json(os.path.join(figures_dir, figures.SUMMARY_JSON))
     assert list(summary["cells"]) == ["tau=0.0_seed=0"]
     assert summary["temperatures"] == [1.0, 2.0] and summary["topk"] == 2

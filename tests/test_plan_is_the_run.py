@@ -11,13 +11,9 @@ from runner import run_in_process
 
 import run  # noqa: F401 (defines the flags)
 from kd_tf.repro import config as run_config
-from kd_tf.repro import modes, plan, study_runs
+from kd_tf.repro import experiments, modes, plan
 
-SWEEPS = {
-    "data_efficiency": study_runs.data_efficiency_config,
-    "sweet_spot": study_runs.sweet_spot_config,
-    "regime_map": study_runs.regime_map_config,
-}
+SWEEPS = [mode for mode in experiments.names() if experiments.get(mode).group == "sweeps"]
 
 
 def _config(argv):
@@ -31,7 +27,7 @@ def _config(argv):
 @pytest.mark.parametrize("mode", sorted(SWEEPS))
 def test_the_plan_holds_every_value_the_sweep_trains_with(mode, quick, tmp_path):
     config = _config([f"--mode={mode}", *(["--quick"] if quick else []), f"--output_dir={tmp_path}"])
-    sweep = SWEEPS[mode](modes.Run(config))  # the object the sweep trains from
+    sweep = experiments.get(mode).grid_config(modes.Run(config))  # the object the sweep trains from
     planned = plan.resolved(config)
     printed = plan.text(config, missing=[], replaces_results=False)
 
@@ -84,13 +80,13 @@ def test_the_plan_holds_every_value_the_sweep_trains_with(mode, quick, tmp_path)
     for method, values in planned["methods"].items():
         assert {name: entry["value"] for name, entry in values.items()} == config.method_values(method)
     if quick:  # each value `--quick` chose says so, in the plan and in config.json
-        for name in run_config.QUICK_PRESETS[mode]:
+        for name in experiments.get(mode).quick:
             assert config.sources[name] == run_config.QUICK, name
 
 
 def test_a_value_the_user_set_beats_quick_and_the_mode_preset(tmp_path):
     config = _config(["--mode=sweet_spot", "--quick", "--seeds=4,5", "--dim=12", f"--output_dir={tmp_path}"])
-    sweep = study_runs.sweet_spot_config(modes.Run(config))
+    sweep = experiments.get("sweet_spot").grid_config(modes.Run(config))
     assert sweep.seeds == [4, 5] and sweep.data_options["dim"] == 12
     assert config.sources["seeds"] == config.sources["dim"] == run_config.COMMAND_LINE
     assert sweep.batch_sizes == [32, 128]  # the rest of --quick stays
@@ -105,8 +101,8 @@ def test_a_run_writes_its_plan_as_config_json_before_it_trains(tmp_path, monkeyp
         seen.append(json.load(open(os.path.join(options.output_dir, plan.CONFIG_FILE))))
         real_table(options)
 
-    real_table = modes.MODES["table", "classification"]
-    monkeypatch.setitem(modes.MODES, ("table", "classification"), table)
+    real_table = experiments.get("table").run
+    monkeypatch.setattr(experiments.get("table"), "run", table)
     run_in_process(argv)
     written = json.load(open(tmp_path / "table" / plan.CONFIG_FILE))
     assert seen == [written]

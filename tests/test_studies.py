@@ -14,7 +14,7 @@ from runner import run_in_process
 import models
 from data import synthetic
 from kd_tf import losses, training
-from kd_tf.repro import checks, data_efficiency, experiment, modes, study_runs, sweet_spot
+from kd_tf.repro import checks, data_efficiency, experiment, experiments, modes, sweet_spot
 from kd_tf.repro import config as run_config
 
 
@@ -166,7 +166,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
     fields, rows = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
     assert tuple(fields) == data_efficiency.DATA_EFFICIENCY_FIELDS
-    grid = run_config.QUICK_PRESETS["data_efficiency"]
+    grid = experiments.get("data_efficiency").quick
     keys = [(row["student_model"], row["method"], int(row["train_examples"])) for row in rows]
     expected = [
         (model, method, int(size))
@@ -216,7 +216,7 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
     fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))
     assert tuple(fields) == sweet_spot.SWEET_SPOT_FIELDS
-    grid = run_config.QUICK_PRESETS["sweet_spot"]
+    grid = experiments.get("sweet_spot").quick
     cells = [(int(row["teacher_batch_size"]), int(row["teacher_epochs"])) for row in rows]
     expected = [(int(b), int(e)) for b in grid["teacher_batch_sizes"] for e in grid["teacher_epoch_grid"]]
     assert cells == expected
@@ -271,7 +271,7 @@ def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained
         config = run_config.from_flags(flags.FLAGS)
         checks.check(config)
         options = modes.Run(config)
-        config = study_runs.sweet_spot_config(options)
+        config = experiments.get("sweet_spot").grid_config(options)
     seed_dir = str(tmp_path / "runs" / "seed=0")
     # A checkpoint says two epochs are done, but no snapshot was written.
     backup = os.path.join(seed_dir, "batch=32", "training", "backup")
@@ -331,10 +331,7 @@ def _config(mode, argv, tmp_path):
         config = run_config.from_flags(flags.FLAGS)
         checks.check(config)
         options = modes.Run(config)
-        build = (
-            study_runs.data_efficiency_config if mode == "data_efficiency" else study_runs.sweet_spot_config
-        )
-        return build(options)
+        return experiments.get(mode).grid_config(options)
 
 
 @pytest.mark.parametrize("mode", ["data_efficiency", "sweet_spot"])

@@ -10,17 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import tensorflow as tf
-
 import data as datasets
-from kd_tf import losses
+from kd_tf import keras_compat, losses
 from kd_tf.repro import config as config_module
-from kd_tf.repro import experiment, outputs
+from kd_tf.repro import experiment, experiments, outputs
 from kd_tf.repro.config import UserError
 
-WRITING_MODES = ("table", "teacher", "student", "data_efficiency", "sweet_spot", "regime_map")
-SWEEPS = config_module.SWEEPS
-MULTI_WORKER_MODES = ("table", "teacher", "student")
 # Strategies under which students can train on a teacher cache (`--teacher_cache`).
 OFFLINE_STRATEGIES = ("default", "mirrored")
 
@@ -80,14 +75,7 @@ class _Checker:
 
     def trained_methods(self) -> list[str]:
         """The methods this mode builds a loss for: the only ones whose values are checked."""
-        mode = self.config.mode
-        if mode in ("student", "sweet_spot"):
-            return [self.config.method]
-        if mode in ("table", "data_efficiency", "regime_map"):
-            return list(self.config.methods)
-        if mode == "analyze" and self.config.analysis.topk_sweep:
-            return ["kd_topk"]
-        return []  # teacher: no method; analyze: reads finished runs
+        return experiments.get(self.config.mode).trained_methods(self.config)
 
     def run(self) -> None:
         """Every check that needs more than one flag or the disk; raises `UserError` before any work.
@@ -100,19 +88,10 @@ class _Checker:
         facts = datasets.facts(self.config.dataset)
         for package in facts.missing_packages():
             self._missing(f"--dataset={config.dataset} needs {package}.")
-        if config.mode in SWEEPS:
-            self._check_sweep()
-        if facts.hierarchy(dict(config.data_options)) is None and config.mode in ("table", "student"):
-            for method in methods:
-                if "class_parents" in losses.registered()[method].needs:
-                    with_hierarchy = [
-                        name for name in datasets.NAMES if datasets.facts(name).class_parents is not None
-                    ]
-                    raise UserError(
-                        f"--method(s) {method} needs a class hierarchy, and --dataset={self.config.dataset} has none "
-                        f"(it works with: {', '.join(with_hierarchy)})."
-                    )
-        if config.task_seeds and (config.mode != "table" or "task_seed" not in facts.option_flags):
+        mode = experiments.get(config.mode)
+        if mode.datasets and config.dataset not in mode.datasets:
+            raise UserError(f"--mode={config.mode} runs on --dataset={'/'.join(mode.datasets)} only.")
+        if config.task_seeds and (not mode.task_seeds or "task_seed" not in facts.option_flags):
             raise UserError(
                 f"--task_seeds is for --mode=table on a dataset with task seeds (--task_seed); received "
                 f"--mode={config.mode} --dataset={config.dataset}."
@@ -141,13 +120,7 @@ class _Checker:
             )
         if config.runtime.teacher_cache == "on":
             self._check_teacher_cache()
-        if config.mode == "student":
-            teacher_info = os.path.join(config.teacher_dir, experiment.TEACHER_INFO)
-            if not os.path.exists(teacher_info):
-                self._missing(
-                    f"--teacher_dir={config.teacher_dir} holds no trained teacher "
-                    f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
-                )
+        mode.check(config, self._missing)
         for method, values in self.config.explicit_overrides.items():
             if method not in methods:
                 continue
@@ -171,7 +144,7 @@ class _Checker:
         except ValueError as error:
             raise UserError(f"--method={method}: {error}") from error
         # Last, after every other check: nothing on disk is touched by a refused command.
-        if config.mode in WRITING_MODES:
+        if mode.writes:
             self._check_output_dir()
         if self.missing and not config.dry_run:
             raise UserError(self.missing[0])
@@ -199,60 +172,16 @@ class _Checker:
     def _check_multi_worker(self) -> None:
         """What runs across workers: the Keras training of `table`, `teacher` and `student`."""
         config = self.config
-        if config.mode not in MULTI_WORKER_MODES:
+        if not experiments.get(config.mode).multi_worker:
+            across = experiments.all_of(multi_worker=True)
             raise UserError(
-                f"--strategy=multi_worker_mirrored runs --mode={'/'.join(MULTI_WORKER_MODES)}; "
+                f"--strategy=multi_worker_mirrored runs --mode={'/'.join(across)}; "
                 f"--mode={config.mode} runs in one process (--strategy=default or mirrored)."
             )
         if datasets.facts(self.config.dataset).kind == "language_model":
             raise UserError(
                 "--strategy=multi_worker_mirrored does not run --dataset=ptb: its training loop (NT-ASGD, "
                 "carried hidden state) is its own; train it with --strategy=default or mirrored."
-            )
-
-    def _check_sweep(self) -> None:
-        config = self.config
-        if self.config.dataset != "synthetic":
-            raise UserError(f"--mode={config.mode} runs on --dataset=synthetic only.")
-        if config.mode == "sweet_spot" and config.was_set("taus") and len(config.taus) != 1:
-            raise UserError(
-                f"--mode=sweet_spot studies one task: give one --taus value. Received: {config.taus}"
-            )
-        if config.mode == "sweet_spot" and config.student.lr_schedule != "constant":
-            raise UserError(
-                "--mode=sweet_spot reads every epoch count off one teacher run, which needs "
-                f"--lr_schedule=constant. Received: --lr_schedule={config.student.lr_schedule}"
-            )
-        if config.mode == "regime_map" and "student" in config.methods:
-            raise UserError(
-                "--mode=regime_map always trains the hard-label Student: give only distilled methods in "
-                f"--methods. Received: --methods={','.join(config.methods)}"
-            )
-        if config.mode == "regime_map":
-            smallest = min(config.sweeps.train_sizes)
-            for flag, batch_size in (("batch_size", config.student.batch_size),):
-                if batch_size > smallest:
-                    raise UserError(f"--{flag}={batch_size} exceeds the smallest --train_sizes ({smallest}).")
-            if config.sweeps.student_steps < config.sweeps.evaluations:
-                raise UserError(
-                    f"--student_steps={config.sweeps.student_steps} must be at least "
-                    f"--evaluations={config.sweeps.evaluations}."
-                )
-        if config.mode == "data_efficiency" and config.student.batch_size > min(
-            int(size) for size in config.sweeps.train_sizes
-        ):
-            raise UserError(
-                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes "
-                f"({min(int(size) for size in config.sweeps.train_sizes)})."
-            )
-        if (
-            config.mode == "sweet_spot"
-            and max(int(size) for size in config.sweeps.teacher_batch_sizes)
-            > config.data_options["train_examples"]
-        ):
-            raise UserError(
-                f"--teacher_batch_sizes go up to {max(int(size) for size in config.sweeps.teacher_batch_sizes)}"
-                f", more than --train_examples={config.data_options['train_examples']}."
             )
 
     def _check_output_dir(self) -> None:
@@ -302,9 +231,9 @@ class _Checker:
 
     def check_replicas(self, strategy) -> bool:
         """Over several replicas (GPUs, logical CPUs or workers), Keras' loop of several steps per call fails
-        (keras-team/keras#19246: its loop condition calls into the strategy): one step per call there, and
+        (keras-team/keras#19246, `kd_tf.keras_compat.multi_step_loop_fails`): one step per call there, and
         an explicit `--steps_per_execution` above 1 is refused rather than replaced. TPUs keep theirs."""
-        if strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy):
+        if not keras_compat.multi_step_loop_fails(strategy):
             return False
         requested = self.config.student.steps_per_execution
         if self.config.was_set("steps_per_execution") and requested > 1:

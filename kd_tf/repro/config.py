@@ -9,13 +9,13 @@ Everything after it (checks, modes, studies, figures) reads the `Config`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 
 import data as datasets
 from kd_tf import losses
+from kd_tf.repro import experiments
 
 # Where a value came from, as `--dry_run` prints it.
 COMMAND_LINE, FLAGFILE, PRESET, QUICK, DEFAULT, OVERRIDE = (
@@ -42,85 +42,6 @@ PRESETS = {
         },
     }
 }
-
-# What a mode runs when the user does not say otherwise (a user's value always wins): the regime map's grid
-# (BUILD.md, "The regime map"); the data-efficiency sweep compares well-separated classes with near-duplicate
-# ones, and its teacher is linear (the task's labels are nearly a linear function of the input, and a linear
-# classifier trained on the teacher's 50K examples is far more accurate than the residual MLP, which overfits
-# them); the sweet spot needs super-class structure to measure, and its correlations are over grid cells,
-# each a mean over three seeds.
-MODE_PRESETS = {
-    "data_efficiency": {
-        "taus": ["0.0", "0.9"],
-        "teacher_model": "linear",
-        "methods": ["student", "kd", "kd_pt", "kd_sim"],
-    },
-    "sweet_spot": {"taus": ["0.5"], "seeds": ["0", "1", "2"]},
-    "regime_map": {
-        "train_sizes": ["5000", "50000"],
-        "difficulties": ["1", "4"],
-        "task_kind": "per_class_sine",
-        "taus": ["0.0", "0.9"],
-        "seeds": ["0", "1", "2"],
-        "methods": ["kd", "kd_pt", "kd_sim", "kd_topk"],
-        "student_steps": 2000,
-    },
-}
-
-# `--quick`: each sweep on a task and grid small enough to run in seconds, for checking the bookkeeping. Above
-# the presets, below what the user set.
-_QUICK_TASK = {
-    "num_classes": 8,
-    "num_superclasses": 2,
-    "dim": 16,
-    "difficulty": 1,
-    "train_examples": 256,
-    "validation_examples": 128,
-    "test_examples": 128,
-    "batch_size": 32,
-    "epochs": 2,
-    "teacher_epochs": 2,
-    "jit_compile": "false",
-    "steps_per_execution": 1,
-    "teacher_width": 16,
-    "student_width": 4,
-    "topk": 3,  # of the 8 classes
-}
-QUICK_PRESETS = {
-    "data_efficiency": {
-        **_QUICK_TASK,
-        "train_sizes": ["64", "128"],
-        "student_models": ["mlp", "linear"],
-        "methods": ["student", "kd"],
-        "taus": ["0.5"],
-        "difficulties": ["1"],
-        "teacher_examples": 256,
-        "student_steps": 8,
-        "evaluations": 2,
-    },
-    "sweet_spot": {
-        **_QUICK_TASK,
-        "teacher_batch_sizes": ["32", "128"],
-        "teacher_epoch_grid": ["1", "2"],
-        "taus": ["0.5"],
-        "seeds": ["0"],
-    },
-    "regime_map": {
-        **_QUICK_TASK,
-        "train_sizes": ["128", "256"],
-        "student_widths": ["4"],
-        "difficulties": ["1"],
-        "taus": ["0.0", "0.8"],
-        "seeds": ["0"],
-        "methods": ["kd", "kd_pt", "kd_sim"],
-        "grid_temperatures": ["1.0", "4.0"],
-        "grid_alphas": ["0.9"],
-        "student_steps": 8,
-        "evaluations": 2,
-    },
-}
-
-SWEEPS = ("data_efficiency", "sweet_spot", "regime_map")
 
 
 class UserError(Exception):
@@ -249,6 +170,7 @@ class Config:
         set_by_user: names of the flags the user set (command line or flagfile).
         sources: flag name -> where its value came from (`COMMAND_LINE`, `FLAGFILE`, `PRESET`, `DEFAULT`).
         command: the command line, as results files quote it.
+        values: flag name -> its resolved value, for flags an experiment module defines (`value`).
     """
 
     mode: str
@@ -280,6 +202,11 @@ class Config:
     set_by_user: frozenset
     sources: Mapping
     command: str
+    values: Mapping = dataclasses.field(default_factory=lambda: _frozen({}))
+
+    def value(self, name: str):
+        """Flag `name`'s resolved value (presets applied), for an experiment's own flags."""
+        return self.values[name]
 
     def was_set(self, name: str) -> bool:
         """Whether the user set flag `name` (on the command line or in their flagfile)."""
@@ -324,9 +251,10 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     argv = sys.argv if argv is None else argv
     set_by_user = frozenset(name for name in flag_values if flag_values[name].present)
     on_command_line = _named_on_command_line(argv, flag_values)
+    experiment = experiments.get(flag_values.mode)
     preset = PRESETS.get(flag_values.dataset, {})
-    quick = QUICK_PRESETS.get(flag_values.mode, {}) if flag_values.quick else {}
-    preset_flags = {**preset.get("flags", {}), **MODE_PRESETS.get(flag_values.mode, {}), **quick}
+    quick = dict(experiment.quick) if flag_values.quick else {}
+    preset_flags = {**preset.get("flags", {}), **experiment.presets, **quick}
 
     def value(name: str):
         if name in preset_flags and name not in set_by_user:
@@ -402,8 +330,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         method=flag_values.method,
         methods=methods,
         seeds=tuple(int(seed) for seed in value("seeds")),
-        output_dir=flag_values.output_dir
-        or default_output_dir(flag_values.mode, dataset, flag_values.method),
+        output_dir=flag_values.output_dir or experiment.output_dir(dataset, flag_values.method),
         teacher_dir=flag_values.teacher_dir,
         overwrite=flag_values.overwrite,
         dry_run=flag_values.dry_run,
@@ -461,19 +388,8 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         set_by_user=set_by_user,
         sources=_frozen(sources),
         command=" ".join(argv),
+        values=_frozen({name: value(name) for name in flag_values}),
     )
-
-
-def default_output_dir(mode: str, dataset: str, method: str) -> str:
-    """Where a mode writes when `--output_dir` is not given: one directory per kind of run, so that the
-    documented commands never collide (a sweep never lands in the table's directory)."""
-    if mode in SWEEPS:
-        return os.path.join("runs", mode)
-    if mode == "teacher":
-        return os.path.join("runs", f"{dataset}_teacher")
-    if mode == "student":
-        return os.path.join("runs", f"{dataset}_{method}")
-    return os.path.join("runs", "synthetic_table1" if dataset == "synthetic" else f"{dataset}_table")
 
 
 def parse_overrides(text: str) -> dict:

@@ -17,7 +17,7 @@ import keras
 
 import data as datasets
 from kd_tf.repro import config as config_module
-from kd_tf.repro import outputs
+from kd_tf.repro import experiments, outputs
 
 FLOAT_BYTES = 4
 # Optimizer slots per weight: Adam's two moments, SGD's momentum when it has one.
@@ -63,7 +63,8 @@ def size_text(count: float) -> str:
 def estimate(config: config_module.Config) -> Estimate | None:
     """The disk `config`'s run writes, or `None` where the models cannot be sized before the data is read
     (a language model's vocabulary) or an optional package is missing."""
-    if config.mode == "analyze" and not config.analysis.topk_sweep:
+    mode = experiments.get(config.mode)
+    if not mode.roles(config):
         return Estimate({}, {})  # it reads finished runs
     facts = datasets.facts(config.dataset)
     options = dict(config.data_options)
@@ -73,7 +74,7 @@ def estimate(config: config_module.Config) -> Estimate | None:
     if classes is None or shape is None:
         return None
     per_model = {}
-    for role in _roles(config):
+    for role in mode.roles(config):
         settings = config.teacher if role == "teacher" else config.student
         parameters = _parameters(config, role, classes, shape)
         slots = (
@@ -83,15 +84,7 @@ def estimate(config: config_module.Config) -> Estimate | None:
         if role == "teacher" and config.runtime.teacher_cache != "off" and not facts.augmented(options):
             size += FLOAT_BYTES * (examples or 0) * classes
         per_model[role] = size
-    return Estimate(per_model, _counts(config))
-
-
-def _roles(config) -> list[str]:
-    if config.mode == "teacher":
-        return ["teacher"]
-    if config.mode == "student":
-        return ["student"]
-    return ["teacher", "student"]
+    return Estimate(per_model, mode.model_counts(config))
 
 
 def _parameters(config, role: str, classes: int, shape) -> int:
@@ -107,16 +100,6 @@ def _count(name: str, classes: int, shape: tuple, options: tuple) -> int:
     count = experiment.build_model(name, classes, shape, dict(options), 0.0).count_params()
     keras.backend.clear_session()
     return count
-
-
-def _counts(config) -> dict | None:
-    columns = len(config.taus) * max(1, len(config.task_seeds)) if config.dataset == "synthetic" else 1
-    models = len(config.seeds) * columns
-    if config.mode == "table":
-        return {"teacher": models, "student": models * len(config.methods)}
-    if config.mode in ("teacher", "student"):
-        return {config.mode: models}
-    return None
 
 
 def warning(config: config_module.Config, estimate_: Estimate | None) -> str | None:

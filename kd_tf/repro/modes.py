@@ -1,9 +1,8 @@
-"""What `run.py` runs: a `Config` checked (`checks`), then its `--mode` from the dispatch table."""
+"""What `run.py` runs: a `Config` checked (`checks`), then its `--mode`'s experiment (`experiments`)."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import re
@@ -16,7 +15,7 @@ import tensorflow as tf
 import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
-from kd_tf.repro import checks, disk, experiment, outputs, paired, paper, plan
+from kd_tf.repro import checks, disk, experiment, experiments, outputs, paper, plan
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -30,8 +29,8 @@ def run(config: config_module.Config) -> None:
     """
     verdict = checks.check(config)
     kind = datasets.facts(config.dataset).kind
-    if (config.mode, kind) not in MODES:
-        runnable = [mode for mode, of_kind in MODES if of_kind == kind]
+    if kind not in experiments.get(config.mode).kinds:
+        runnable = [mode for mode in experiments.names() if kind in experiments.get(mode).kinds]
         raise UserError(
             f"--dataset={config.dataset} runs with --mode={' or --mode='.join(runnable)}, not --mode={config.mode}."
         )
@@ -61,7 +60,7 @@ def run(config: config_module.Config) -> None:
     worker = runtime.worker_of(strategy)
     if not worker.chief:
         return _run_as_worker(options, strategy, worker)
-    if config.mode not in checks.WRITING_MODES:
+    if not experiments.get(config.mode).writes:
         return _run_mode(options, strategy)
     _run_held(options, strategy, outputs.claim(options.output_dir, replace=options.replaces_results))
 
@@ -122,7 +121,7 @@ def _run_mode(options: Run, strategy) -> None:
     config = options.config
     with strategy.scope():
         try:
-            MODES[config.mode, datasets.facts(config.dataset).kind](options)
+            experiments.get(config.mode).run(options)
         except OSError as error:
             if config.runtime.verbose:
                 raise
@@ -190,6 +189,7 @@ class Run:
     def __init__(self, config: config_module.Config):
         self.config = config
         self.dataset = config.dataset
+        self.kind = datasets.facts(config.dataset).kind
         self.seeds = list(config.seeds)
         self.teacher_model = config.teacher_model
         self.student_model = config.student_model
@@ -261,262 +261,3 @@ class Run:
         if progress == "auto":
             progress = ("bar" if sys.stdout.isatty() else "epoch") if single_run else "none"
         return {"bar": 1, "epoch": 2, "none": 0}[progress]
-
-
-def _limited(splits: datasets.Splits, steps: int | None, batch_size: int) -> datasets.Splits:
-    """Caps every pipeline at `steps` batches (`--steps_per_epoch`, for smoke runs)."""
-    if not steps:
-        return splits
-    return dataclasses.replace(
-        splits,
-        train=splits.train.take(steps),
-        test=splits.test.take(steps),
-        validation=None if splits.validation is None else splits.validation.take(steps),
-        train_ordered=None if splits.train_ordered is None else splits.train_ordered.take(steps),
-        train_examples=min(splits.train_examples, steps * batch_size),
-        train_with_targets=None,  # a capped run distils online: a cache would cover other examples
-        train_pipeline=(
-            None
-            if splits.train_pipeline is None
-            else lambda context: splits.train_pipeline(context).take(steps)
-        ),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitsLoader:
-    """Loads a study's data for (data options, seed); plain values only, so worker processes can take it."""
-
-    dataset: str
-    batch_size: int
-    steps_per_epoch: int | None = None
-
-    def __call__(self, data_options: dict, seed: int) -> datasets.Splits:
-        splits = experiment.load_splits(self.dataset, data_options, self.batch_size, seed)
-        return _limited(splits, self.steps_per_epoch, self.batch_size)
-
-
-def _study(options: Run) -> experiment.StudyConfig:
-    config = options.config
-    if options.dataset == "synthetic":
-        settings = [{"tau": float(tau)} for tau in config.taus]
-        if config.task_seeds:  # each τ column over every task (and each task over --seeds)
-            settings = [{**setting, "task_seed": task} for setting in settings for task in config.task_seeds]
-        column_key = "tau"
-    else:
-        settings = [{"dataset": options.dataset}]
-        column_key = "dataset"
-    verbose = options.keras_verbose(single_run=False)
-    return experiment.StudyConfig(
-        dataset=options.dataset,
-        methods=options.methods,
-        seeds=options.seeds,
-        settings=settings,
-        column_key=column_key,
-        data_options=options.data_options(),
-        teacher_model=options.teacher_model,
-        student_model=options.student_model,
-        teacher_model_options=options.model_options("teacher"),
-        student_model_options=options.model_options("student"),
-        teacher_train=options.train_config("teacher", verbose),
-        student_train=options.train_config("student", verbose),
-        hyperparameters=options.hyperparameters(),
-        method_overrides=options.method_overrides,
-        teacher_label_smoothing=config.teacher_label_smoothing,
-        precision=config.runtime.precision,
-        load_splits=SplitsLoader(options.dataset, config.student.batch_size, config.runtime.steps_per_epoch),
-        teacher_cache=options.teacher_cache(),
-    )
-
-
-def _run_table(options: Run) -> None:
-    study = _study(options)
-    print(
-        f"Table: {options.dataset}, {len({s[study.column_key] for s in study.settings})} column(s) × "
-        + (f"{len(options.config.task_seeds)} task(s) × " if options.config.task_seeds else "")
-        + f"{len(study.seeds)} seed(s) × "
-        f"(teacher + {len(study.methods)} methods) -> {options.output_dir}"
-    )
-    jobs = options.jobs(len(study.settings) * len(study.seeds) * max(1, len(study.methods)))
-    if jobs > 1:
-        print(f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).")
-    records = experiment.run_study(
-        study, options.output_dir, jobs=jobs, deterministic=options.config.runtime.deterministic
-    )
-    seeds = (
-        f"mean ± std over seeds {', '.join(map(str, study.seeds))}"
-        if len(study.seeds) > 1
-        else f"one seed ({study.seeds[0]})"
-    )
-    if options.config.task_seeds:
-        seeds = (
-            f"mean ± std over task seeds {', '.join(map(str, options.config.task_seeds))} × seeds "
-            f"{', '.join(map(str, study.seeds))}"
-        )
-    header = (
-        f"# {options.dataset}: test accuracy (%) at the best validation epoch, {seeds}\n\n"
-        f"Command: `{options.config.command}`\n\n"
-    )
-    table = experiment.format_table(records, study.column_key, paper=options.paper_column())
-    table += _data_lines(records, study.column_key)
-    if options.dataset == "synthetic":
-        table += (
-            "\nThe paper's Table 1 (its τ values, task sizes and widths were lost, so its columns do not "
-            "line up with ours):\n\n" + paper.table1_markdown()
-        )
-    # Runs that selected their epoch on a validation split (records from before the field aside).
-    if all("last_epoch_test_accuracy" in record for record in records) and any(
-        record.get("selected_on") == "validation" for record in records
-    ):
-        table += (
-            "\nTest accuracy (%) at the last epoch (no selection), the same runs:\n\n"
-            + experiment.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
-        )
-    paired_rows = paired.markdown_against(records, paired.BASELINE, study.column_key, "test_accuracy")
-    if paired_rows:
-        table += (
-            "\nEach row minus the Student, paired seed by seed (points of test accuracy at the best "
-            "validation epoch, mean ± std over seeds; `python -m kd_tf.repro.paired` pairs any two rows):\n\n"
-            + paired_rows
-        )
-    experiment.write_results(options.output_dir, records, table, header)
-    experiment.write_results_figure(
-        options.output_dir, records, study.column_key, f"{options.dataset}: test accuracy, {seeds}"
-    )
-    print("\n" + table)
-    print(
-        f"Results: {os.path.join(options.final_output_dir, experiment.RESULTS_MARKDOWN)} "
-        f"(and .json, .csv, {experiment.RESULTS_FIGURE})"
-    )
-
-
-def _run_teacher(options: Run) -> None:
-    study = _study(options)
-    seed = options.seeds[0]
-    data_options = {**study.data_options, **study.settings[0]}
-    if options.dataset == "synthetic":
-        data_options["tau"] = float(options.config.taus[0])
-    splits = study.load_splits(data_options, seed)
-    study.teacher_train.verbose = options.keras_verbose(single_run=True)
-    record, _ = experiment.train_teacher(study, splits, data_options, seed, options.output_dir)
-    _finish_single(options, [record], study.column_key)
-
-
-def _run_student(options: Run) -> None:
-    study = _study(options)
-    seed = options.seeds[0]
-    teacher_dir = options.config.teacher_dir
-    teacher_info = experiment.read_json(os.path.join(teacher_dir, experiment.TEACHER_INFO))
-    if teacher_info.get("dataset") != options.dataset:
-        raise experiment.TeacherMismatchError(
-            f"The teacher in --teacher_dir={teacher_dir} was trained on --dataset={teacher_info.get('dataset')}, "
-            f"not --dataset={options.dataset}."
-        )
-    # The student sees the teacher's data; a flag given explicitly must agree with it.
-    facts = datasets.facts(options.dataset)
-    data_options = dict(teacher_info.get("data_options", {}))
-    for key, value in {**options.data_options(), "tau": float(options.config.taus[0])}.items():
-        flag_name = "taus" if key == "tau" else facts.flag_of(key)
-        if key in data_options and options.config.was_set(flag_name) and data_options[key] != value:
-            raise experiment.TeacherMismatchError(
-                f"The teacher in --teacher_dir={teacher_dir} was trained with {key}={data_options[key]!r}, "
-                f"but --{flag_name} asks for {value!r}."
-            )
-        data_options.setdefault(key, value)
-    splits = study.load_splits(data_options, seed)
-    teacher, _ = experiment.load_teacher(teacher_dir, options.dataset, splits.num_classes)
-    study.student_train.verbose = options.keras_verbose(single_run=True)
-    record = experiment.train_student(
-        study,
-        splits,
-        data_options,
-        seed,
-        options.config.method,
-        teacher,
-        teacher_info,
-        options.output_dir,
-        teacher_dir=teacher_dir,
-    )
-    _finish_single(options, [record], study.column_key)
-
-
-def _data_lines(records, column_key) -> str:
-    """What the dataset measured of the data of each column (the synthetic task's label non-linearity), as
-    a markdown list under the table; "" when it measures nothing."""
-    lines = experiment.describe_data(records, column_key)
-    return "\nThe data:\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
-
-
-def _finish_single(options: Run, records, column_key) -> None:
-    table = experiment.format_table(records, column_key, paper=options.paper_column())
-    table += _data_lines(records, column_key)
-    header = f"# {options.dataset}\n\nCommand: `{options.config.command}`\n\n"
-    experiment.write_results(options.output_dir, records, table, header)
-    print("\n" + table)
-
-
-def _run_study_sweep(options: Run) -> None:
-    from kd_tf.repro import study_runs
-
-    study_runs.run(options)
-
-
-def _run_analyze(options: Run) -> None:
-    """`--mode=analyze`: optionally the KD-topk sweep, then every figure, for `--output_dir`.
-
-    Reads the run's `output_dir`, `temperature` (heatmaps at T=1 and this), `topk`, `taus` and `seeds`
-    (only when the user set them), `ls_run_dir`, `figures_dir`, `topk_sweep` (a list of k) and the student
-    training values for the sweep.
-    """
-    from kd_tf.repro import figures, topk_sweep
-
-    config = options.config
-    run_dir = options.output_dir
-    figures_dir = config.analysis.figures_dir or os.path.join(run_dir, figures.FIGURES_DIR)
-    columns = list(config.taus) if config.was_set("taus") else None
-    seeds = options.seeds if config.was_set("seeds") else None
-    sweep = list(config.analysis.topk_sweep)
-    sweep_csv = os.path.join(figures_dir, figures.SWEEP_CSV)
-    if sweep:
-        train_config = options.train_config("student", options.keras_verbose(single_run=False))
-        topk_sweep.run(
-            run_dir,
-            sweep,
-            columns=columns,
-            seeds=seeds,
-            train_config=train_config,
-            epochs=config.student.epochs if config.was_set("epochs") else None,
-            output_csv=sweep_csv,
-            precision=config.runtime.precision,
-        )
-    figures.analyze_run(
-        run_dir,
-        ls_run_dir=config.analysis.ls_run_dir,
-        figures_dir=figures_dir,
-        temperatures=(1.0, config.hyperparameters["temperature"]),
-        topk=config.hyperparameters["topk"],
-        columns=columns,
-        seeds=seeds,
-        sweep_csv=sweep_csv,
-    )
-
-
-def _run_language_model(options: Run) -> None:
-    from kd_tf.repro import language_model_runs
-
-    language_model_runs.run(options)
-
-
-# (--mode, the kind of data) -> what runs it. A language model trains with its own loop (NT-ASGD, carried
-# hidden state), one model per command.
-MODES = {
-    ("table", "classification"): _run_table,
-    ("teacher", "classification"): _run_teacher,
-    ("student", "classification"): _run_student,
-    ("analyze", "classification"): _run_analyze,
-    ("data_efficiency", "classification"): _run_study_sweep,
-    ("sweet_spot", "classification"): _run_study_sweep,
-    ("regime_map", "classification"): _run_study_sweep,
-    ("teacher", "language_model"): _run_language_model,
-    ("student", "language_model"): _run_language_model,
-}

@@ -9,11 +9,13 @@ import os
 
 import data as datasets
 from kd_tf import losses, training
-from kd_tf.repro import checks, disk, outputs
+from kd_tf.repro import checks, disk, experiments, outputs
 from kd_tf.repro import config as config_module
 
 # The flags behind each field of a `Training`, for naming where its value came from.
 _TEACHER_FLAGS = {"epochs": "teacher_epochs", "learning_rate": "teacher_learning_rate"}
+# A `Config` group of flags an experiment reads -> its name in the plan and `config.json`.
+_GROUP_TITLES = {"sweeps": "sweep", "analysis": "analysis"}
 
 
 def text(config: config_module.Config, missing: list[str], replaces_results: bool) -> str:
@@ -51,10 +53,12 @@ def text(config: config_module.Config, missing: list[str], replaces_results: boo
                 f"{name}={value:g} [{method_sources[name]}]" for name, value in values.items()
             )
             lines.append(f"  {losses.label(method)} ({method}): {described or 'cross-entropy only'}")
-    if config.mode in config_module.SWEEPS:
-        lines += ["", "sweep:", *_group_lines(config.sweeps, sources)]
-    if config.mode == "analyze":
-        lines += ["", "analysis:", *_group_lines(config.analysis, sources)]
+    mode = experiments.get(config.mode)
+    if mode.group:
+        lines += ["", f"{_GROUP_TITLES[mode.group]}:", *_group_lines(getattr(config, mode.group), sources)]
+    if mode.flags:
+        lines += ["", f"{config.mode}:"]
+        lines += [f"  {name} = {config.value(name)!r} [{sources[name]}]" for name in mode.flags]
     if config.dataset == "ptb":
         lines += ["", "language model:", *_group_lines(config.language_model, sources)]
     lines += ["", "runtime:", *_group_lines(config.runtime, sources)]
@@ -78,13 +82,7 @@ def _disk_lines(config) -> list[str]:
 
 
 def _roles(config) -> list[str]:
-    if config.mode == "teacher":
-        return ["teacher"]
-    if config.mode == "student":
-        return ["student"]
-    if config.mode == "analyze":
-        return ["student"] if config.analysis.topk_sweep else []
-    return ["teacher", "student"]
+    return experiments.get(config.mode).roles(config)
 
 
 def _model_lines(config, role: str, examples: int | None) -> list[str]:
@@ -93,7 +91,7 @@ def _model_lines(config, role: str, examples: int | None) -> list[str]:
     settings = config.teacher if role == "teacher" else config.student
     options = ", ".join(f"{key}={value!r}" for key, value in config.model_options(role).items())
     lines = [f"{role}: {model} [{sources[f'{role}_model']}] ({options})"]
-    grid = _grid_trained(config) if role == "teacher" else {}
+    grid = experiments.get(config.mode).grid_trained(config) if role == "teacher" else {}
     for field in ("epochs", "batch_size", "optimizer", "learning_rate", "momentum", "weight_decay"):
         if field in grid:
             lines.append(f"  {field} = {grid[field]}")
@@ -139,19 +137,6 @@ def _flag_of(config, role: str, field: str) -> str:
     """The flag a `Training` field of `role` took its value from (a teacher's own flag where it was set)."""
     own = _TEACHER_FLAGS.get(field) if role == "teacher" else None
     return own if own and config.sources[own] != "default" else field
-
-
-def _grid_trained(config) -> dict:
-    """The teacher settings a sweep's grid sets in place of the flags: the sweet spot trains one teacher per
-    seed and batch size for the grid's largest epoch count, snapshotting every count of the grid."""
-    if config.mode != "sweet_spot":
-        return {}
-    sweeps, sources = config.sweeps, config.sources
-    return {
-        "epochs": f"{max(sweeps.teacher_epoch_grid)} (the largest of teacher_epoch_grid, a snapshot at each) "
-        f"[{sources['teacher_epoch_grid']}]",
-        "batch_size": f"each of teacher_batch_sizes {sweeps.teacher_batch_sizes} [{sources['teacher_batch_sizes']}]",
-    }
 
 
 def _group_lines(group, sources) -> list[str]:
@@ -201,6 +186,10 @@ def resolved(config: config_module.Config) -> dict:
             for field in dataclasses.fields(values)
         }
 
+    mode = experiments.get(config.mode)
+    groups = {title: None for title in _GROUP_TITLES.values()}
+    if mode.group:
+        groups[_GROUP_TITLES[mode.group]] = group(getattr(config, mode.group))
     return {
         "command": config.command,
         "mode": sourced(config.mode, "mode"),
@@ -220,10 +209,14 @@ def resolved(config: config_module.Config) -> dict:
         },
         **roles,
         "methods": methods,
-        "sweep": group(config.sweeps) if config.mode in config_module.SWEEPS else None,
-        "analysis": group(config.analysis) if config.mode == "analyze" else None,
+        **groups,
         "language_model": group(config.language_model) if config.dataset == "ptb" else None,
         "runtime": group(config.runtime),
+        **(
+            {config.mode: {name: sourced(config.value(name), name) for name in mode.flags}}
+            if mode.flags
+            else {}
+        ),
     }
 
 

@@ -1,11 +1,12 @@
-"""What the companion-paper sweeps share: groups of cells trained in worker processes, progress lines,
-CSV files and a model's logits over arrays."""
+"""What the companion-paper sweeps share: their experiment's checks and run, groups of cells trained in
+worker processes, CSV files and a model's logits over arrays."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
+import os
 from collections.abc import Sequence
 
 import keras
@@ -13,6 +14,75 @@ import numpy as np
 
 from kd_tf.io import atomic_write_text
 from kd_tf.repro import experiment
+from kd_tf.repro.experiments import Experiment
+
+
+class SweepExperiment(Experiment):
+    """A sweep over the synthetic task: a grid of cells, each a small model, in groups sharing a teacher."""
+
+    group = "sweeps"
+    datasets = ("synthetic",)
+
+    def trained_methods(self, config) -> list[str]:
+        return list(config.methods)
+
+    def run(self, options) -> None:
+        grid_config = self.grid_config(options)
+        groups = self.groups(grid_config)
+        jobs = options.jobs(groups)
+        if jobs > 1:
+            from kd_tf import parallel
+
+            print(
+                f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).",
+                flush=True,
+            )
+        self.run_grid(
+            grid_config,
+            options.output_dir,
+            header=f"Command: `{options.config.command}`\n\n",
+            jobs=jobs,
+            deterministic=options.config.runtime.deterministic,
+        )
+        # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
+        # which `modes.run` turns into a one-line error).
+        with open(os.path.join(options.output_dir, experiment.RESULTS_MARKDOWN), encoding="utf-8") as handle:
+            print("\n" + handle.read())
+
+    def grid_config(self, options):
+        """The sweep's own configuration, built from the run's."""
+        raise NotImplementedError
+
+    def groups(self, grid_config) -> int:
+        """How many groups of cells share a teacher (what `--jobs` runs at a time)."""
+        raise NotImplementedError
+
+    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+        raise NotImplementedError
+
+
+def train_configs(options):
+    """A sweep's teacher and student training: hundreds of small cells, each keeping its record and
+    history.csv, without TensorBoard logs."""
+    teacher = dataclasses.replace(options.train_config("teacher", verbose=0), tensorboard=False)
+    student = dataclasses.replace(options.train_config("student", verbose=0), tensorboard=False)
+    return teacher, student
+
+
+def models_and_training(options) -> dict:
+    """A sweep config's teacher and student (architecture, options, training), method values, precision."""
+    teacher_train, student_train = train_configs(options)
+    return {
+        "teacher_model": options.teacher_model,
+        "teacher_model_options": options.model_options("teacher", options.teacher_model),
+        "student_model": options.student_model,
+        "student_model_options": options.model_options("student", options.student_model),
+        "teacher_train": teacher_train,
+        "student_train": student_train,
+        "hyperparameters": options.hyperparameters(),
+        "method_overrides": options.method_overrides,
+        "precision": options.config.runtime.precision,
+    }
 
 
 def logits_of(model: keras.Model, inputs: np.ndarray, batch_size: int = 4096) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""`--mode=regime_map`: where the paper's three synthetic claims hold, over training-set size × student
+width × task difficulty × τ × task seed (the grid, its claims and figures: `repro.regime_map`)."""
+
+from __future__ import annotations
+
+from kd_tf.repro import sweeps
+from kd_tf.repro.config import UserError
+from kd_tf.repro.experiments import QUICK_TASK, register
+
+
+@register
+class RegimeMap(sweeps.SweepExperiment):
+    name = "regime_map"
+    rank = 7
+    help = (
+        "where the paper's synthetic claims hold, over training-set size x student width x task difficulty "
+        "x τ x task seed"
+    )
+    # The grid of BUILD.md, "The regime map".
+    presets = {
+        "train_sizes": ["5000", "50000"],
+        "difficulties": ["1", "4"],
+        "task_kind": "per_class_sine",
+        "taus": ["0.0", "0.9"],
+        "seeds": ["0", "1", "2"],
+        "methods": ["kd", "kd_pt", "kd_sim", "kd_topk"],
+        "student_steps": 2000,
+    }
+    quick = {
+        **QUICK_TASK,
+        "train_sizes": ["128", "256"],
+        "student_widths": ["4"],
+        "difficulties": ["1"],
+        "taus": ["0.0", "0.8"],
+        "seeds": ["0"],
+        "methods": ["kd", "kd_pt", "kd_sim"],
+        "grid_temperatures": ["1.0", "4.0"],
+        "grid_alphas": ["0.9"],
+        "student_steps": 8,
+        "evaluations": 2,
+    }
+
+    def check(self, config, missing) -> None:
+        del missing
+        if "student" in config.methods:
+            raise UserError(
+                "--mode=regime_map always trains the hard-label Student: give only distilled methods in "
+                f"--methods. Received: --methods={','.join(config.methods)}"
+            )
+        smallest = min(config.sweeps.train_sizes)
+        if config.student.batch_size > smallest:
+            raise UserError(
+                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes ({smallest})."
+            )
+        if config.sweeps.student_steps < config.sweeps.evaluations:
+            raise UserError(
+                f"--student_steps={config.sweeps.student_steps} must be at least "
+                f"--evaluations={config.sweeps.evaluations}."
+            )
+
+    def grid_config(self, options):
+        from kd_tf.repro import regime_map
+
+        config, sweep = options.config, options.config.sweeps
+        return regime_map.RegimeMapConfig(
+            train_sizes=list(sweep.train_sizes),
+            student_widths=list(sweep.student_widths),
+            difficulties=list(sweep.difficulties or (config.data_options["difficulty"],)),
+            taus=list(config.taus),
+            seeds=list(config.seeds),
+            methods=list(config.methods),
+            temperatures=list(sweep.grid_temperatures),
+            alphas=list(sweep.grid_alphas),
+            data_options=options.data_options(),
+            student_steps=sweep.student_steps,
+            evaluations=sweep.evaluations,
+            **sweeps.models_and_training(options),
+        )
+
+    def groups(self, grid_config) -> int:
+        # One group of cells per (size, difficulty, τ, seed): they share a teacher and its cache.
+        return (
+            len(grid_config.train_sizes)
+            * len(grid_config.difficulties)
+            * len(grid_config.taus)
+            * len(grid_config.seeds)
+        )
+
+    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+        from kd_tf.repro import regime_map
+
+        groups = self.groups(grid_config)
+        print(
+            f"Regime map: {groups} teachers, {len(grid_config.cells())} students -> {output_dir}", flush=True
+        )
+        regime_map.run_regime_map(grid_config, output_dir, **options)
