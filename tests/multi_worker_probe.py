@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from data import imagenet, synthetic  # noqa: E402
 from kd_tf import losses, runtime, teacher_cache, training  # noqa: E402
-from kd_tf.repro import experiment
+from kd_tf.repro import trainers
 
 BATCH = 64
 
@@ -51,11 +51,11 @@ def read_shards(strategy, worker, imagenet_dir: str, output_dir: str) -> None:
 
 
 def distil_from_cache(strategy, worker, teacher_dir: str, output_dir: str) -> None:
-    with open(os.path.join(teacher_dir, experiment.TEACHER_INFO)) as handle:
+    with open(os.path.join(teacher_dir, trainers.TEACHER_INFO)) as handle:
         options = json.load(handle)["data_options"]
     data = synthetic.arrays(**options, seed=0)
     splits = synthetic.splits(data, BATCH, seed=0)
-    teacher = training.load_model(os.path.join(teacher_dir, experiment.TEACHER_FILE))
+    teacher = training.load_model(os.path.join(teacher_dir, trainers.TEACHER_FILE))
     loss = losses.get("kd", temperature=4.0, alpha=0.9)
 
     def cached(inputs, labels, part, shuffle_seed=None, drop_remainder=False):

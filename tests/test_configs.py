@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 from runner import run_in_process
 
 import models
-from kd_tf.repro import experiment
+from kd_tf.repro import trainers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -79,7 +79,7 @@ def test_imagenet_resnet50_kd_topk_student_step_from_a_resnet152_teacher(tmp_pat
     write_imagenet_shards(str(data_dir), "validation", 2, seed=1)
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
     teacher = models.builder("resnet152")(num_classes=1000, input_shape=(32, 32, 3))
-    experiment.save_teacher(
+    trainers.save_teacher(
         teacher,
         teacher_dir,
         {"dataset": "imagenet", "num_classes": 1000, "data_options": {}, "model": "resnet152"},

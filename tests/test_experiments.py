@@ -22,7 +22,7 @@ STUDY = textwrap.dedent(
 
     from absl import flags
 
-    from kd_tf.repro import experiment
+    from kd_tf.repro import tables, trainers
     from kd_tf.repro.experiments import Experiment, register, table
 
     flags.DEFINE_string("study_note", "none", "note_teacher: a note written beside the result.")
@@ -46,12 +46,12 @@ STUDY = textwrap.dedent(
             study = table.study_of(options)
             data_options = {**study.data_options, "tau": options.config.taus[0]}
             splits = study.load_splits(data_options, options.seeds[0])
-            record, _ = experiment.train_teacher(
-                study, splits, data_options, options.seeds[0], os.path.join(options.output_dir, "teacher")
+            record, _ = trainers.train_teacher(
+                study.teacher, splits, data_options, options.seeds[0], os.path.join(options.output_dir, "teacher")
             )
             note = options.config.value("study_note")
             text = f"note={note} examples={record['data_options']['train_examples']}\\n"
-            experiment.write_results(options.output_dir, [record], text)
+            tables.write_results(options.output_dir, [record], text)
     '''
 )
 TINY = [

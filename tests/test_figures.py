@@ -13,7 +13,8 @@ from absl.testing import flagsaver
 import run  # noqa: F401 (defines the flags)
 from kd_tf import analysis, training
 from kd_tf.repro import config as run_config
-from kd_tf.repro import experiment, experiments, figures, modes, topk_sweep
+from kd_tf.repro import experiments, figures, modes, topk_sweep, trainers
+from kd_tf.repro.experiments import table
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_BYTES = 200 * 1024
@@ -33,7 +34,7 @@ def _study(methods, taus, teacher_label_smoothing=0.0):
     train = training.TrainConfig(
         epochs=2, batch_size=_BATCH, learning_rate=1e-2, jit_compile=False, verbose=0
     )
-    return experiment.StudyConfig(
+    return trainers.StudyConfig(
         dataset="synthetic",
         methods=methods,
         seeds=[0],
@@ -49,7 +50,7 @@ def _study(methods, taus, teacher_label_smoothing=0.0):
         hyperparameters={"temperature": 4.0, "alpha": 0.9, "label_smoothing": 0.1, "topk": 3},
         method_overrides={},
         teacher_label_smoothing=teacher_label_smoothing,
-        load_splits=lambda options, seed: experiment.load_splits("synthetic", options, _BATCH, seed),
+        load_splits=lambda options, seed: trainers.load_splits("synthetic", options, _BATCH, seed),
     )
 
 
@@ -61,9 +62,9 @@ def runs(tmp_path_factory):
     plain, smoothed = str(root / "plain"), str(root / "smoothed")
     quiet = lambda message: None
     # Two studies into one directory: the runner keeps each column in its own runs/tau=<τ>/ folder.
-    experiment.run_study(_study([], [0.0]), plain, log=quiet)
-    experiment.run_study(_study(["student", "kd"], [0.9]), plain, log=quiet)
-    experiment.run_study(_study([], [0.9], teacher_label_smoothing=0.1), smoothed, log=quiet)
+    table.run_study(_study([], [0.0]), plain, log=quiet)
+    table.run_study(_study(["student", "kd"], [0.9]), plain, log=quiet)
+    table.run_study(_study([], [0.9], teacher_label_smoothing=0.1), smoothed, log=quiet)
     sweep = topk_sweep.run(
         plain,
         [2, 8],
@@ -155,7 +156,7 @@ def test_figure2_numbers_are_those_of_the_saved_kd_student(runs):
     student, record = figures.load_student(os.path.join(cell_dir, "kd"))
     inputs = np.concatenate([x for x, _ in splits.train_ordered.as_numpy_iterator()])
     labels = np.concatenate([y for _, y in splits.train_ordered.as_numpy_iterator()])
-    loss = experiment.method_loss("kd", record["hyperparameters"], teacher, splits)
+    loss = trainers.method_loss("kd", record["hyperparameters"], teacher, splits)
     teacher_logits = teacher.predict(inputs, verbose=0)
     w = analysis.rescaling_factors(loss, labels, teacher_logits, student.predict(inputs, verbose=0))
     teacher_probs = analysis.ground_truth_probabilities(teacher_logits, labels, 4.0)
@@ -200,7 +201,7 @@ def test_topk_sweep_rows_and_k_equal_to_m_matches_kd(runs):
 def test_a_label_smoothed_run_on_other_data_is_refused(runs, tmp_path):
     other = str(tmp_path / "other")
     shutil.copytree(runs["smoothed"], other)
-    info_path = os.path.join(other, "runs", "tau=0.9", "seed=0", "teacher", experiment.TEACHER_INFO)
+    info_path = os.path.join(other, "runs", "tau=0.9", "seed=0", "teacher", trainers.TEACHER_INFO)
     with open(info_path, encoding="utf-8") as handle:
         info = json.load(handle)
     info["data_options"]["test_examples"] = 128

@@ -14,7 +14,7 @@ from runner import run_in_process
 import models
 from data import synthetic
 from kd_tf import losses, training
-from kd_tf.repro import checks, data_efficiency, experiment, experiments, modes, sweet_spot
+from kd_tf.repro import checks, data_efficiency, experiments, modes, sweet_spot, trainers
 from kd_tf.repro import config as run_config
 
 
@@ -149,7 +149,7 @@ def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
             config=training.TrainConfig(**{**vars(config), "epochs": epochs}),
             callbacks=[snapshots],
         )
-        teacher, info = experiment.load_teacher(snapshot_dir, "synthetic", 4)
+        teacher, info = trainers.load_teacher(snapshot_dir, "synthetic", 4)
         assert info["epochs"] == 1
         weights[epochs] = teacher.get_weights()
     for first, second in zip(weights[1], weights[2], strict=True):

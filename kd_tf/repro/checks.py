@@ -13,7 +13,7 @@ import os
 import data as datasets
 from kd_tf import keras_compat, losses
 from kd_tf.repro import config as config_module
-from kd_tf.repro import experiment, experiments, outputs
+from kd_tf.repro import experiments, outputs, tables, trainers
 from kd_tf.repro.config import UserError
 
 # Strategies under which students can train on a teacher cache (`--teacher_cache`).
@@ -193,7 +193,7 @@ class _Checker:
             raise UserError(str(error)) from error
         existing = [
             name
-            for name in (experiment.RESULTS_JSON, experiment.TEACHER_INFO)
+            for name in (tables.RESULTS_JSON, trainers.TEACHER_INFO)
             if os.path.exists(os.path.join(self.config.output_dir, name))
         ]
         pending = outputs.unfinished_replacement(self.config.output_dir)

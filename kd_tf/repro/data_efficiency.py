@@ -19,7 +19,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, outputs, store, sweeps
+from kd_tf.repro import grid, outputs, store, sweeps, tables, trainers
 
 DATA_EFFICIENCY_MODELS = ("mlp", "linear", "deep_linear")
 
@@ -136,8 +136,8 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
     teacher_splits = synthetic.splits(
         arrays, config.teacher_train.batch_size, seed, train_count=config.teacher_examples
     )
-    study = sweeps.teacher_study(config, data_options)
-    teacher_record, teacher = experiment.train_teacher(
+    study = sweeps.teacher_spec(config)
+    teacher_record, teacher = trainers.train_teacher(
         study, teacher_splits, {**data_options, "train_examples": config.teacher_examples}, seed, directory
     )
     teacher_logits = sweeps.logits_of(teacher, arrays.x_test)
@@ -165,7 +165,7 @@ def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict,
         train_offset=config.teacher_examples,
         examples_per_epoch=steps_between_checks * train_config.batch_size,
     )
-    student, result, hyperparameters = experiment.distil(
+    student, result, hyperparameters = trainers.distil(
         method,
         {**config.hyperparameters, **config.method_overrides.get(method, {})},
         task.teacher,
@@ -217,14 +217,21 @@ def run_data_efficiency(
     The cells of one setting and seed share a teacher; with `jobs > 1` those groups train in that many
     worker processes (`kd_tf.parallel`), each printing its own progress lines.
     """
-    records = sweeps.run_grouped(
-        config, output_dir, _group_key(config), _data_efficiency_group, log, jobs, deterministic
+    records = grid.run(
+        config,
+        output_dir,
+        config.cells(),
+        _group_key(config),
+        _data_efficiency_group,
+        log=log,
+        jobs=jobs,
+        deterministic=deterministic,
     )
     write_data_efficiency(output_dir, records, header)
     return records
 
 
-def _data_efficiency_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
+def _data_efficiency_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
     config, records, task = group.config, {}, None
     for index, cell in group.members:
@@ -375,7 +382,7 @@ def _size_label(size: int) -> str:
 def write_data_efficiency(output_dir: str, records: Sequence[dict], header: str = "") -> dict:
     """Writes `data_efficiency.csv` (one row per cell), `results.json`, `results.md` and the PNG."""
     os.makedirs(output_dir, exist_ok=True)
-    sweeps.write_csv(os.path.join(output_dir, DATA_EFFICIENCY_CSV), records, DATA_EFFICIENCY_FIELDS)
+    tables.write_csv(os.path.join(output_dir, DATA_EFFICIENCY_CSV), records, DATA_EFFICIENCY_FIELDS)
     rows = summarize_data_efficiency(records)
     figure = plots.learning_curves(rows, os.path.join(output_dir, "data_efficiency.png"))
     text = (
@@ -386,9 +393,9 @@ def write_data_efficiency(output_dir: str, records: Sequence[dict], header: str 
         "gains are over the hard-label Student, drops count falls of > 0.5 points as n grows.\n\n"
         + format_data_efficiency(rows)
     )
-    atomic_write_text(os.path.join(output_dir, experiment.RESULTS_MARKDOWN), text)
+    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
     atomic_write_text(
-        os.path.join(output_dir, experiment.RESULTS_JSON),
+        os.path.join(output_dir, tables.RESULTS_JSON),
         json.dumps({"records": list(records), "summary": rows}, indent=2) + "\n",
     )
     return {"rows": rows, "figure": figure}

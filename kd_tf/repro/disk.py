@@ -95,9 +95,9 @@ def _parameters(config, role: str, classes: int, shape) -> int:
 @functools.cache
 def _count(name: str, classes: int, shape: tuple, options: tuple) -> int:
     """The parameters of architecture `name` (built once a process: ResNet-152 takes seconds)."""
-    from kd_tf.repro import experiment
+    from kd_tf.repro import trainers
 
-    count = experiment.build_model(name, classes, shape, dict(options), 0.0).count_params()
+    count = trainers.build_model(name, classes, shape, dict(options), 0.0).count_params()
     keras.backend.clear_session()
     return count
 

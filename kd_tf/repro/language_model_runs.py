@@ -11,7 +11,7 @@ import data.ptb
 import models
 from kd_tf import language_model, losses, offline, teacher_cache, training
 from kd_tf.io import DamagedFileError, atomic_write_text
-from kd_tf.repro import experiment, paper
+from kd_tf.repro import paper, tables, trainers
 
 
 def run(options) -> None:
@@ -37,12 +37,12 @@ def run(options) -> None:
     method = "teacher"
     if config.mode == "student":
         method = config.method
-        teacher, teacher_info = experiment.load_teacher(config.teacher_dir, "ptb", corpus.num_words)
+        teacher, teacher_info = trainers.load_teacher(config.teacher_dir, "ptb", corpus.num_words)
         values = {**options.hyperparameters(), **options.method_overrides.get(method, {})}
         hyperparameters = losses.hyperparameters_of(method, values)
         if method != "student":
             splits = data.ptb.load(data_dir=config.data_dir, bptt=lm.bptt)
-            loss = experiment.method_loss(method, hyperparameters, teacher, splits)
+            loss = trainers.method_loss(method, hyperparameters, teacher, splits)
             if not loss.payload_size(corpus.num_words):
                 teacher = None  # LS, KD-sim: nothing per token from the teacher
     teacher_payloads = None
@@ -97,13 +97,13 @@ def run(options) -> None:
             "validation_perplexity": record["validation_perplexity"],
             "test_perplexity": record["test_perplexity"],
         }
-        experiment.save_teacher(model, output_dir, info)
+        trainers.save_teacher(model, output_dir, info)
     else:
         training.save_model(model, os.path.join(output_dir, "student.keras"))
     atomic_write_text(
         os.path.join(output_dir, "history.json"), json.dumps(result["history"], indent=2) + "\n"
     )
-    label = experiment.row_label(record)
+    label = tables.row_label(record)
     published = paper.TABLE3.get(label)
     published = "" if published is None else f"{published[0]:.2f} / {published[1]:.2f}"
     table = (
@@ -113,7 +113,7 @@ def run(options) -> None:
         f"{record['test_perplexity']:.2f} | {published} |\n"
     )
     header = f"# PTB\n\nCommand: `{config.command}`\n\n"
-    experiment.write_results(output_dir, [record], table, header)
+    tables.write_results(output_dir, [record], table, header)
     print("\n" + table)
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import data as datasets
 from kd_tf import parallel, runtime, training
 from kd_tf.checkpoint import DirectoryInUseError, DirectoryLock
-from kd_tf.repro import checks, disk, experiment, experiments, outputs, paper, plan
+from kd_tf.repro import checks, disk, experiments, outputs, paper, plan, trainers
 from kd_tf.repro import config as config_module
 from kd_tf.repro.config import UserError
 
@@ -128,7 +128,7 @@ def _run_mode(options: Run, strategy) -> None:
             raise UserError(_os_error_message(error, options)) from error
         except (
             ValueError,
-            experiment.TeacherMismatchError,
+            trainers.TeacherMismatchError,
             training.NonFiniteLossError,
         ) as error:
             if config.runtime.verbose:
@@ -223,9 +223,9 @@ class Run:
     def model_options(self, role: str, model: str | None = None) -> dict:
         return self.config.model_options(role, model)
 
-    def train_config(self, role: str, verbose: int) -> experiment.TrainConfig:
+    def train_config(self, role: str, verbose: int) -> training.TrainConfig:
         settings = self.config.teacher if role == "teacher" else self.config.student
-        return experiment.TrainConfig(
+        return training.TrainConfig(
             epochs=settings.epochs,
             batch_size=settings.batch_size,
             optimizer=settings.optimizer,

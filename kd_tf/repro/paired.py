@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kd_tf.repro import experiment
+from kd_tf.repro import tables
 
 METRICS = ("test_accuracy", "last_epoch_test_accuracy", "best_validation_accuracy")
 BASELINE = "student"  # the row a table's paired differences are taken against: hard labels alone
@@ -78,7 +78,7 @@ def markdown_against(records: Sequence[dict], baseline: str, column_key: str, me
 
 
 def _label(row: str) -> str:
-    return "Teacher" if row == "teacher" else experiment.row_label({"role": "student", "method": row})
+    return "Teacher" if row == "teacher" else tables.row_label({"role": "student", "method": row})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import offline, plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, outputs, store, sweeps
+from kd_tf.repro import grid, outputs, store, sweeps, tables, trainers
 
 REGIME_MAP_CSV = "regime_map.csv"
 SUMMARY_CSV = "regime_map_claims.csv"
@@ -178,8 +178,8 @@ def _prepare_teacher(config: RegimeMapConfig, cell: dict, directory: str) -> _Te
     arrays = synthetic.arrays(**data_options, seed=seed)
     keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
     splits = synthetic.splits(arrays, config.teacher_train.batch_size, seed)
-    study = sweeps.teacher_study(config, data_options, teacher_cache="on")
-    record, model = experiment.train_teacher(study, splits, data_options, seed, directory)
+    study = sweeps.teacher_spec(config, teacher_cache="on")
+    record, model = trainers.train_teacher(study, splits, data_options, seed, directory)
     return _Teacher(
         arrays=arrays,
         model=model,
@@ -205,7 +205,7 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
     values = {**config.hyperparameters, **config.method_overrides.get(method, {})}
     if cell["temperature"] is not None:
         values.update(temperature=cell["temperature"], alpha=cell["alpha"])
-    _, result, hyperparameters = experiment.distil(
+    _, result, hyperparameters = trainers.distil(
         method,
         values,
         teacher.model,
@@ -231,7 +231,7 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
     }
 
 
-def _regime_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
+def _regime_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
     config, records, teacher = group.config, {}, None
     for index, cell in group.members:
@@ -275,7 +275,16 @@ def run_regime_map(
     Finished cells are kept in `output_dir/runs/.../record.json` and reused: an interrupted map resumes cell
     by cell. With `jobs > 1` the groups (cells sharing a teacher) train in that many worker processes.
     """
-    records = sweeps.run_grouped(config, output_dir, _group_key, _regime_group, log, jobs, deterministic)
+    records = grid.run(
+        config,
+        output_dir,
+        config.cells(),
+        _group_key,
+        _regime_group,
+        log=log,
+        jobs=jobs,
+        deterministic=deterministic,
+    )
     write_regime_map(output_dir, records, config, header)
     return records
 
@@ -391,11 +400,11 @@ def write_regime_map(output_dir: str, records: Sequence[dict], config: RegimeMap
     os.makedirs(output_dir, exist_ok=True)
     # The CSV's one row per student carries the task's measures as columns of their own.
     flat = [{**record, **record.get("data_measures", {})} for record in records]
-    sweeps.write_csv(os.path.join(output_dir, REGIME_MAP_CSV), flat, FIELDS)
+    tables.write_csv(os.path.join(output_dir, REGIME_MAP_CSV), flat, FIELDS)
     rows = summarize(records)
     taus = sorted(config.taus)
     columns = list(dict.fromkeys(name for row in rows for name in row))
-    sweeps.write_csv(os.path.join(output_dir, SUMMARY_CSV), rows, columns)
+    tables.write_csv(os.path.join(output_dir, SUMMARY_CSV), rows, columns)
     row_keys = sorted({(r["difficulty"], r["train_examples"]) for r in rows})
     widths = sorted({r["width"] for r in rows})
     by_key = {(r["difficulty"], r["train_examples"], r["width"]): r for r in rows}
@@ -425,9 +434,9 @@ def write_regime_map(output_dir: str, records: Sequence[dict], config: RegimeMap
         + "\n## Where each claim holds\n\n"
         + format_holds(found, rows, taus)
     )
-    atomic_write_text(os.path.join(output_dir, experiment.RESULTS_MARKDOWN), text)
+    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
     atomic_write_text(
-        os.path.join(output_dir, experiment.RESULTS_JSON),
+        os.path.join(output_dir, tables.RESULTS_JSON),
         json.dumps({"records": list(records), "summary": rows}, indent=2, default=_numpy_scalar) + "\n",
     )
     return {"rows": rows, "figure": figure, "holds": found}

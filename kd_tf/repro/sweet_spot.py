@@ -23,7 +23,7 @@ import numpy as np
 from data import synthetic
 from kd_tf import analysis, checkpoint, losses, plots, training
 from kd_tf.io import atomic_write_text
-from kd_tf.repro import experiment, outputs, store, sweeps
+from kd_tf.repro import grid, outputs, store, sweeps, tables, trainers
 
 SWEET_SPOT_CSV = "sweet_spot.csv"
 
@@ -117,7 +117,7 @@ class _Snapshots(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         directory = self.paths.get(epoch + 1)
         if directory is not None:
-            experiment.save_teacher(self.model_to_save, directory, {**self.info, "epochs": epoch + 1})
+            trainers.save_teacher(self.model_to_save, directory, {**self.info, "epochs": epoch + 1})
 
 
 def nontarget_entropy(probabilities, labels) -> float:
@@ -170,12 +170,12 @@ def _train_sweet_spot_teachers(
         epochs: os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}", "teacher")
         for epochs in config.epoch_grid
     }
-    if all(os.path.exists(os.path.join(path, experiment.TEACHER_INFO)) for path in paths.values()):
+    if all(os.path.exists(os.path.join(path, trainers.TEACHER_INFO)) for path in paths.values()):
         return
     run_dir = os.path.join(seed_dir, f"batch={batch_size}", "training")
     finished = checkpoint.finished_epochs(os.path.join(run_dir, "backup"))
     if any(
-        epochs <= finished and not os.path.exists(os.path.join(path, experiment.TEACHER_INFO))
+        epochs <= finished and not os.path.exists(os.path.join(path, trainers.TEACHER_INFO))
         for epochs, path in paths.items()
     ):
         # Stopped between a checkpoint and a snapshot: that snapshot cannot be recovered, so start over.
@@ -184,17 +184,17 @@ def _train_sweet_spot_teachers(
     # The global seed enters tf.data's shuffle order too: set it first, so a resumed sweep sees the same batches.
     keras.utils.set_random_seed(seed)
     splits = synthetic.load(**data_options, seed=seed)
-    teacher = experiment.build_model(
+    teacher = trainers.build_model(
         config.teacher_model,
         splits.num_classes,
-        experiment.input_shape_of(splits),
+        trainers.input_shape_of(splits),
         config.teacher_model_options,
         config.teacher_train.weight_decay,
     )
     info = {
         "dataset": "synthetic",
         "num_classes": splits.num_classes,
-        "data_options": experiment.scalar_options(config.data_options),
+        "data_options": trainers.scalar_options(config.data_options),
         "seed": seed,
         "model": config.teacher_model,
         "label_smoothing": 0.0,
@@ -221,7 +221,7 @@ def _train_sweet_spot_teachers(
 def _sweet_spot_student(config: SweetSpotConfig, splits, method: str, teacher, seed: int, directory: str):
 
     def train_it() -> dict:
-        _, result, hyperparameters = experiment.distil_as(config, method, teacher, splits, seed, directory)
+        _, result, hyperparameters = trainers.distil_as(config, method, teacher, splits, seed, directory)
         return {**result, "method": method, "hyperparameters": hyperparameters}
 
     return store.reuse_or_train(directory, train_it, drop_resume_state=True)
@@ -241,14 +241,21 @@ def run_sweet_spot(
     The cells of one seed share a baseline student; with `jobs > 1` the seeds train in that many worker
     processes (`kd_tf.parallel`), each printing its own progress lines.
     """
-    records = sweeps.run_grouped(
-        config, output_dir, lambda cell: cell["seed"], _sweet_spot_group, log, jobs, deterministic
+    records = grid.run(
+        config,
+        output_dir,
+        config.cells(),
+        lambda cell: cell["seed"],
+        _sweet_spot_group,
+        log=log,
+        jobs=jobs,
+        deterministic=deterministic,
     )
     write_sweet_spot(output_dir, records, header)
     return records
 
 
-def _sweet_spot_group(group: sweeps.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
+def _sweet_spot_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
     """Trains (or reuses) one seed's teachers and students; returns {cell index: record}."""
     config, output_dir, records = group.config, group.output_dir, {}
     for index, cell in group.members:
@@ -279,7 +286,7 @@ def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> d
     baseline = _sweet_spot_student(
         config, splits, "student", None, seed, os.path.join(seed_dir, "baseline_student")
     )
-    teacher, _ = experiment.load_teacher(os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes)
+    teacher, _ = trainers.load_teacher(os.path.join(cell_dir, "teacher"), "synthetic", splits.num_classes)
     logits = sweeps.logits_of(teacher, arrays.x_test)
     information = teacher_information(
         logits, arrays.y_test, arrays.class_parents, config.analysis_temperature
@@ -418,7 +425,7 @@ def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "")
     """Writes `sweet_spot.csv`, `results.json`, `results.md`, a heatmap PNG per quantity and a scatter."""
     os.makedirs(output_dir, exist_ok=True)
     records = with_derived(records)
-    sweeps.write_csv(os.path.join(output_dir, SWEET_SPOT_CSV), records, SWEET_SPOT_FIELDS)
+    tables.write_csv(os.path.join(output_dir, SWEET_SPOT_CSV), records, SWEET_SPOT_FIELDS)
     correlations = sweet_spot_correlations(records)
     figures = []
     for quantity, (title, scale) in _HEATMAPS.items():
@@ -456,9 +463,9 @@ def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "")
         + "Means over seeds per grid cell; the similarity measures are of the teacher's test-set outputs.\n\n"
         + format_sweet_spot(records, correlations)
     )
-    atomic_write_text(os.path.join(output_dir, experiment.RESULTS_MARKDOWN), text)
+    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
     atomic_write_text(
-        os.path.join(output_dir, experiment.RESULTS_JSON),
+        os.path.join(output_dir, tables.RESULTS_JSON),
         json.dumps({"records": list(records), "correlations": correlations}, indent=2) + "\n",
     )
     return {"correlations": correlations, "figures": figures}

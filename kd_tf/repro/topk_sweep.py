@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from kd_tf import training
-from kd_tf.repro import experiment, store
+from kd_tf.repro import store, trainers
 from kd_tf.repro.figures import (
     FIGURES_DIR,
     SWEEP_CSV,
@@ -35,7 +35,7 @@ def _sweep_student(
     if k is not None and k > splits.num_classes:
         raise ValueError(f"`ks` must be <= the number of classes {splits.num_classes}. Received: k={k}")
     arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
-    loss = experiment.method_loss(method, arguments, teacher, splits)
+    loss = trainers.method_loss(method, arguments, teacher, splits)
     student = _fresh_copy(template, seed + 1)
     result = training.train(
         student=student,

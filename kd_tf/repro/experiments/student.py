@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import data as datasets
-from kd_tf.repro import experiment
+from kd_tf.io import read_json
+from kd_tf.repro import trainers
 from kd_tf.repro.experiments import register, table
 
 
@@ -27,19 +28,19 @@ class Student(table.SingleModel):
 
     def check(self, config, missing) -> None:
         table.check_hierarchy(config, self.trained_methods(config))
-        if not os.path.exists(os.path.join(config.teacher_dir, experiment.TEACHER_INFO)):
+        if not os.path.exists(os.path.join(config.teacher_dir, trainers.TEACHER_INFO)):
             missing(
                 f"--teacher_dir={config.teacher_dir} holds no trained teacher "
-                f"({experiment.TEACHER_FILE} and {experiment.TEACHER_INFO}); train one with --mode=teacher."
+                f"({trainers.TEACHER_FILE} and {trainers.TEACHER_INFO}); train one with --mode=teacher."
             )
 
     def run_classifier(self, options) -> None:
         study = table.study_of(options)
         seed = options.seeds[0]
         teacher_dir = options.config.teacher_dir
-        teacher_info = experiment.read_json(os.path.join(teacher_dir, experiment.TEACHER_INFO))
+        teacher_info = read_json(os.path.join(teacher_dir, trainers.TEACHER_INFO))
         if teacher_info.get("dataset") != options.dataset:
-            raise experiment.TeacherMismatchError(
+            raise trainers.TeacherMismatchError(
                 f"The teacher in --teacher_dir={teacher_dir} was trained on --dataset={teacher_info.get('dataset')}, "
                 f"not --dataset={options.dataset}."
             )
@@ -49,15 +50,15 @@ class Student(table.SingleModel):
         for key, value in {**options.data_options(), "tau": float(options.config.taus[0])}.items():
             flag_name = "taus" if key == "tau" else facts.flag_of(key)
             if key in data_options and options.config.was_set(flag_name) and data_options[key] != value:
-                raise experiment.TeacherMismatchError(
+                raise trainers.TeacherMismatchError(
                     f"The teacher in --teacher_dir={teacher_dir} was trained with {key}={data_options[key]!r}, "
                     f"but --{flag_name} asks for {value!r}."
                 )
             data_options.setdefault(key, value)
         splits = study.load_splits(data_options, seed)
-        teacher, _ = experiment.load_teacher(teacher_dir, options.dataset, splits.num_classes)
+        teacher, _ = trainers.load_teacher(teacher_dir, options.dataset, splits.num_classes)
         study.student_train.verbose = options.keras_verbose(single_run=True)
-        record = experiment.train_student(
+        record = trainers.train_student(
             study,
             splits,
             data_options,

@@ -8,8 +8,10 @@ import os
 
 import data as datasets
 from kd_tf import parallel
-from kd_tf.repro import experiment, paired, paper
+from kd_tf.io import read_json
+from kd_tf.repro import grid, paired, paper, store, tables, trainers
 from kd_tf.repro.experiments import Experiment, register
+from kd_tf.repro.outputs import print_now
 
 
 @register
@@ -46,7 +48,7 @@ class Table(Experiment):
         jobs = options.jobs(len(study.settings) * len(study.seeds) * max(1, len(study.methods)))
         if jobs > 1:
             print(f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).")
-        records = experiment.run_study(
+        records = run_study(
             study, options.output_dir, jobs=jobs, deterministic=options.config.runtime.deterministic
         )
         seeds = (
@@ -63,7 +65,7 @@ class Table(Experiment):
             f"# {options.dataset}: test accuracy (%) at the best validation epoch, {seeds}\n\n"
             f"Command: `{options.config.command}`\n\n"
         )
-        table = experiment.format_table(records, study.column_key, paper=options.paper_column())
+        table = tables.format_table(records, study.column_key, paper=options.paper_column())
         table += data_lines(records, study.column_key)
         if options.dataset == "synthetic":
             table += (
@@ -76,7 +78,7 @@ class Table(Experiment):
         ):
             table += (
                 "\nTest accuracy (%) at the last epoch (no selection), the same runs:\n\n"
-                + experiment.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
+                + tables.format_table(records, study.column_key, metric="last_epoch_test_accuracy")
             )
         paired_rows = paired.markdown_against(records, paired.BASELINE, study.column_key, "test_accuracy")
         if paired_rows:
@@ -85,14 +87,14 @@ class Table(Experiment):
                 "validation epoch, mean ± std over seeds; `python -m kd_tf.repro.paired` pairs any two rows):\n\n"
                 + paired_rows
             )
-        experiment.write_results(options.output_dir, records, table, header)
-        experiment.write_results_figure(
+        tables.write_results(options.output_dir, records, table, header)
+        tables.write_results_figure(
             options.output_dir, records, study.column_key, f"{options.dataset}: test accuracy, {seeds}"
         )
         print("\n" + table)
         print(
-            f"Results: {os.path.join(options.final_output_dir, experiment.RESULTS_MARKDOWN)} "
-            f"(and .json, .csv, {experiment.RESULTS_FIGURE})"
+            f"Results: {os.path.join(options.final_output_dir, tables.RESULTS_MARKDOWN)} "
+            f"(and .json, .csv, {tables.RESULTS_FIGURE})"
         )
 
 
@@ -169,11 +171,11 @@ class SplitsLoader:
     steps_per_epoch: int | None = None
 
     def __call__(self, data_options: dict, seed: int) -> datasets.Splits:
-        splits = experiment.load_splits(self.dataset, data_options, self.batch_size, seed)
+        splits = trainers.load_splits(self.dataset, data_options, self.batch_size, seed)
         return _limited(splits, self.steps_per_epoch, self.batch_size)
 
 
-def study_of(options) -> experiment.StudyConfig:
+def study_of(options) -> trainers.StudyConfig:
     """The `StudyConfig` of a run of `table`, `teacher` or `student`."""
     config = options.config
     if options.dataset == "synthetic":
@@ -185,7 +187,7 @@ def study_of(options) -> experiment.StudyConfig:
         settings = [{"dataset": options.dataset}]
         column_key = "dataset"
     verbose = options.keras_verbose(single_run=False)
-    return experiment.StudyConfig(
+    return trainers.StudyConfig(
         dataset=options.dataset,
         methods=options.methods,
         seeds=options.seeds,
@@ -210,14 +212,104 @@ def study_of(options) -> experiment.StudyConfig:
 def data_lines(records, column_key) -> str:
     """What the dataset measured of the data of each column (the synthetic task's label non-linearity), as
     a markdown list under the table; "" when it measures nothing."""
-    lines = experiment.describe_data(records, column_key)
+    lines = tables.describe_data(records, column_key)
     return "\nThe data:\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
 
 
 def finish_single(options, records, column_key) -> None:
     """Writes and prints the one-row table of a `teacher` or `student` run."""
-    table = experiment.format_table(records, column_key, paper=options.paper_column())
+    table = tables.format_table(records, column_key, paper=options.paper_column())
     table += data_lines(records, column_key)
     header = f"# {options.dataset}\n\nCommand: `{options.config.command}`\n\n"
-    experiment.write_results(options.output_dir, records, table, header)
+    tables.write_results(options.output_dir, records, table, header)
     print("\n" + table)
+
+
+def run_study(study: trainers.StudyConfig, output_dir: str, *, log=print_now, jobs=1, deterministic=False):
+    """Trains (or reuses) a teacher per (setting, seed) and every method from it; returns the records.
+
+    Each is recorded in `output_dir/runs/<column>/<seed>/<method>/record.json`, so an interrupted study
+    resumes where it stopped. With `jobs > 1`, every teacher first, then each student in a worker as soon
+    as its teacher has finished (reading it from its files); `study.load_splits` must then be picklable.
+    """
+    return grid.run(
+        study,
+        output_dir,
+        grid_cells(study),
+        _group_key,
+        _train_group,
+        log=log,
+        jobs=jobs,
+        deterministic=deterministic,
+        split=True,
+    )
+
+
+def grid_cells(study: trainers.StudyConfig) -> list[dict]:
+    """Every training of a table, in its order: per column and seed, the teacher (`method=None`), then each
+    method's student."""
+    return [
+        {"setting": setting, "seed": seed, "method": method}
+        for setting in study.settings
+        for seed in study.seeds
+        for method in (None, *study.methods)
+    ]
+
+
+def _group_key(cell: dict) -> tuple:
+    """A column's and seed's cells share a teacher."""
+    return tuple(cell["setting"].items()), cell["seed"]
+
+
+def _train_group(group: grid.Group, log=print_now) -> dict:
+    """Trains (or reuses) a group's cells; a student without its teacher in the group (a task of its own in
+    a worker) reads the teacher from its files."""
+    study, records, teacher, teacher_record = group.config, {}, None, None
+    for index, cell in group.members:
+        setting, seed, method = cell["setting"], cell["seed"], cell["method"]
+        data_options = {**study.data_options, **setting}
+        cell_dir = _cell_dir(group.output_dir, study.column_key, setting, seed)
+        teacher_dir = os.path.join(cell_dir, "teacher")
+        splits = trainers.cell_splits(study, data_options, seed)
+        if method is None:
+            record, teacher = trainers.train_teacher(study.teacher, splits, data_options, seed, teacher_dir)
+            teacher_record = record
+        else:
+            if teacher is None:
+                teacher, _ = trainers.load_teacher(teacher_dir, study.dataset, splits.num_classes)
+                teacher_record = read_json(os.path.join(teacher_dir, store.RECORD))
+            record = trainers.train_student(
+                study,
+                splits,
+                data_options,
+                seed,
+                method,
+                teacher,
+                teacher_record,
+                os.path.join(cell_dir, method),
+                teacher_dir=teacher_dir,
+            )
+        records[index] = record
+        column = tables.column_text(study.column_key, setting)
+        log(_progress(index, group.total, study.column_key, column, seed, method or "teacher", record))
+    return records
+
+
+def _cell_dir(output_dir: str, column_key: str, setting: dict, seed: int) -> str:
+    """`runs/<column>=<value>[,<option>=<value>...]/seed=<seed>`: a setting's other options (a synthetic
+    table's task seeds) name the directory beside its column."""
+    others = "".join(f",{key}={value}" for key, value in setting.items() if key != column_key)
+    return os.path.join(output_dir, "runs", f"{column_key}={setting[column_key]}{others}", f"seed={seed}")
+
+
+def _progress(done, total, column_key, column_value, seed, method, record) -> str:
+    line = (
+        f"[{done:>3}/{total}] {column_key}={column_value} seed={seed} {method:<10} "
+        f"test accuracy {100 * record['test_accuracy']:.2f}%  "
+        f"(best validation {100 * record['best_validation_accuracy']:.2f}% at epoch {record['best_epoch']}, "
+        f"{record['wall_time_s']:.0f} s)"
+    )
+    if record["role"] == "teacher":
+        described = datasets.facts(record["dataset"]).describe(record.get("data_measures", {}))
+        line += f"\n      data: {described}" if described else ""
+    return line

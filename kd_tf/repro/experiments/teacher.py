@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kd_tf.repro import experiment
+from kd_tf.repro import trainers
 from kd_tf.repro.experiments import register, table
 
 
@@ -30,5 +30,5 @@ class Teacher(table.SingleModel):
             data_options["tau"] = float(options.config.taus[0])
         splits = study.load_splits(data_options, seed)
         study.teacher_train.verbose = options.keras_verbose(single_run=True)
-        record, _ = experiment.train_teacher(study, splits, data_options, seed, options.output_dir)
+        record, _ = trainers.train_teacher(study.teacher, splits, data_options, seed, options.output_dir)
         table.finish_single(options, [record], study.column_key)
