@@ -40,7 +40,7 @@ with _quiet_native_start():
     import models
     from data import synthetic
     from kd_tf import losses, runtime
-    from kd_tf.repro import experiments
+    from kd_tf.repro import experiments, sweeps
     from kd_tf.schedules import SCHEDULES
 
     if not any(arg.startswith(("--help", "-h", "--helpfull")) for arg in sys.argv[1:]):
@@ -49,6 +49,9 @@ with _quiet_native_start():
         tf.config.list_physical_devices()  # the accelerator probe, while its messages are hidden
 
 MODES = tuple(experiments.names())
+for _mode in MODES:  # the flags an experiment's module defines, shown by --help beside run.py's own
+    flags.adopt_module_key_flags(sys.modules[type(experiments.get(_mode)).__module__])
+flags.adopt_module_key_flags(sweeps)
 
 # What to run.
 _MODE = flags.DEFINE_enum(
@@ -123,58 +126,13 @@ _FIGURES_DIR = flags.DEFINE_string(
     "figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures)."
 )
 
-# The sweeps (--mode=data_efficiency, --mode=sweet_spot, --mode=regime_map; synthetic data).
+# Each experiment's own flags are defined in its module (kd_tf/repro/experiments/, kd_tf/repro/sweeps.py) and
+# shown by --help with these.
 _QUICK = flags.DEFINE_bool(
     "quick",
     False,
-    "data_efficiency / sweet_spot / regime_map: a seconds-long version (tiny task and grid) that checks the "
-    "bookkeeping.",
-)
-_TRAIN_SIZES = flags.DEFINE_list(
-    "train_sizes",
-    ["1000", "2000", "5000", "10000", "20000", "50000", "100000"],
-    "data_efficiency: student training-set sizes (prefixes of one pool); regime_map: training-set sizes "
-    "(default 5000,50000).",
-)
-_STUDENT_MODELS = flags.DEFINE_list(
-    "student_models", ["mlp", "linear", "deep_linear"], "data_efficiency: student architectures."
-)
-_STUDENT_STEPS = flags.DEFINE_integer(
-    "student_steps",
-    3000,
-    "data_efficiency, regime_map: training steps of every student, whatever its training-set size.",
-    lower_bound=1,
-)
-_EVALUATIONS = flags.DEFINE_integer(
-    "evaluations",
-    10,
-    "data_efficiency, regime_map: validation checks per student (the best is kept).",
-    lower_bound=1,
-)
-_TEACHER_EXAMPLES = flags.DEFINE_integer(
-    "teacher_examples", 50_000, "data_efficiency: the teacher's own training examples.", lower_bound=1
-)
-_DIFFICULTIES = flags.DEFINE_list(
-    "difficulties",
-    [],
-    "data_efficiency: task difficulties to sweep (default: --difficulty); regime_map: default 1,4.",
-)
-_STUDENT_WIDTHS = flags.DEFINE_list(
-    "student_widths", ["8", "32", "128"], "regime_map: student widths (8 is capacity-bound at M = 40)."
-)
-_GRID_TEMPERATURES = flags.DEFINE_list(
-    "grid_temperatures",
-    ["1", "4"],
-    "regime_map: temperatures T searched per method and cell (with --grid_alphas; best validation wins).",
-)
-_GRID_ALPHAS = flags.DEFINE_list(
-    "grid_alphas", ["0.3", "0.9"], "regime_map: soft-loss weights λ (alpha) searched per method and cell."
-)
-_TEACHER_BATCH_SIZES = flags.DEFINE_list(
-    "teacher_batch_sizes", ["16", "64", "256", "1024", "4096"], "sweet_spot: teacher batch sizes."
-)
-_TEACHER_EPOCH_GRID = flags.DEFINE_list(
-    "teacher_epoch_grid", ["1", "2", "5", "10", "20", "50"], "sweet_spot: teacher epoch counts."
+    ", ".join(mode for mode in MODES if experiments.get(mode).quick)
+    + ": a seconds-long version (tiny task and grid) that checks the bookkeeping.",
 )
 
 # Synthetic data (paper §5.1).
@@ -407,47 +365,9 @@ def _taus_in_range(values):
         return False
 
 
-def _positive_integers(values) -> bool:
-    return bool(values) and all(value.isdigit() and int(value) > 0 for value in values)
-
-
-for _name in ("train_sizes", "teacher_batch_sizes", "teacher_epoch_grid", "student_widths"):
-    flags.register_validator(_name, _positive_integers, f"--{_name} must be a list of positive integers")
-
-
-def _positive_numbers(values) -> bool:
-    try:
-        return bool(values) and all(float(value) > 0 for value in values)
-    except ValueError:
-        return False
-
-
-flags.register_validator(
-    "grid_temperatures", _positive_numbers, "--grid_temperatures must be a list of positive numbers"
-)
-
-
-@flags.validator("grid_alphas", "--grid_alphas must be a list of numbers in [0, 1]")
-def _alphas_in_range(values):
-    try:
-        return bool(values) and all(0.0 <= float(value) <= 1.0 for value in values)
-    except ValueError:
-        return False
-
-
 @flags.validator("task_seeds", "--task_seeds must be a list of non-negative integers")
 def _task_seeds_are_integers(values):
     return all(value.isdigit() for value in values)
-
-
-@flags.validator("difficulties", "--difficulties must be a list of non-negative integers")
-def _difficulties_are_integers(values):
-    return all(value.isdigit() for value in values)
-
-
-@flags.validator("student_models", f"--student_models must be names from: {', '.join(models.NAMES)}")
-def _known_student_models(values):
-    return bool(values) and all(value in models.NAMES for value in values)
 
 
 @flags.validator("methods", f"--methods must be names from: {', '.join(losses.NAMES)}")

@@ -147,16 +147,26 @@ def test_a_bad_value_is_still_refused_under_dry_run(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-# Where absl flags may be read: the entry point and the configuration built from them.
+# Where absl flags may be read: the entry point and the configuration built from them. An experiment's module
+# may define its own flags (their values reach it through the `Config`), without keeping their holders.
 FLAG_READERS = {"run.py", os.path.join("kd_tf", "repro", "config.py")}
+_DEFINING = ("DEFINE_", "register_validator", "validator", "multi_flags_validator")
 
 
 def _reads_flags(path: str) -> list[str]:
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     found = []
+    kept = {  # a flag's holder kept in a name could be read later (`holder.value`)
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call)
+    }
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "absl":
-            found += [f"from absl import {alias.name}" for alias in node.names if alias.name == "flags"]
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "flags":
+            if not node.attr.startswith(_DEFINING):
+                found.append(f"flags.{node.attr}")
+        elif isinstance(node, ast.Call) and id(node) in kept and "flags.DEFINE_" in ast.unparse(node.func):
+            found.append(f"a kept {ast.unparse(node.func)} holder")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("absl.flags"):
             found.append(f"from {node.module} import ...")
         elif isinstance(node, ast.Import):

@@ -154,8 +154,8 @@ GROUPS = {
             [],
         ),
         (
-            "python -c \"from kd_tf.repro import figures; figures.analyze_run('runs/fig', "
-            "ls_run_dir='runs/fig_ls', temperatures=(1, 4), topk=5)\"",
+            "python -c \"from kd_tf.repro import figures; figures.analyze_run(figures.AnalysisRequest('runs/fig', "
+            "ls_run_dir='runs/fig_ls', temperatures=(1, 4), topk=5))\"",
             [],
         ),
         ("python run.py --mode=analyze --output_dir=runs/fig --methods=kd", []),

@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 import run  # noqa: F401 (defines the flags)
 from kd_tf import analysis, training
 from kd_tf.repro import config as run_config
-from kd_tf.repro import experiments, figures, modes, topk_sweep, trainers
+from kd_tf.repro import experiments, figure_cells, figure_measures, figures, modes, topk_sweep, trainers
 from kd_tf.repro.experiments import table
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +74,8 @@ def runs(tmp_path_factory):
         ),
         log=quiet,
     )
-    summary = figures.analyze_run(plain, ls_run_dir=smoothed, temperatures=(1, 4), topk=3, log=quiet)
+    request = figures.AnalysisRequest(plain, ls_run_dir=smoothed, temperatures=(1, 4), topk=3)
+    summary = figures.analyze_run(request, log=quiet)
     return {"plain": plain, "smoothed": smoothed, "sweep": sweep, "summary": summary}
 
 
@@ -152,8 +153,8 @@ def test_summary_json_matches_the_runs_records(runs):
 def test_figure2_numbers_are_those_of_the_saved_kd_student(runs):
     # Recompute the KD student's w on the training split from the saved files, independently of the run.
     cell_dir = os.path.join(runs["plain"], "runs", "tau=0.9", "seed=0")
-    teacher, _, splits = figures.load_teacher_data(os.path.join(cell_dir, "teacher"))
-    student, record = figures.load_student(os.path.join(cell_dir, "kd"))
+    teacher, _, splits = figure_cells.load_teacher_data(os.path.join(cell_dir, "teacher"))
+    student, record = figure_cells.load_student(os.path.join(cell_dir, "kd"))
     inputs = np.concatenate([x for x, _ in splits.train_ordered.as_numpy_iterator()])
     labels = np.concatenate([y for _, y in splits.train_ordered.as_numpy_iterator()])
     loss = trainers.method_loss("kd", record["hyperparameters"], teacher, splits)
@@ -209,29 +210,31 @@ def test_a_label_smoothed_run_on_other_data_is_refused(runs, tmp_path):
         json.dump(info, handle)
     with pytest.raises(ValueError, match="other data"):
         figures.analyze_run(
-            runs["plain"],
-            ls_run_dir=other,
-            figures_dir=str(tmp_path / "f"),
-            columns=[0.9],
+            figures.AnalysisRequest(
+                runs["plain"], ls_run_dir=other, figures_dir=str(tmp_path / "f"), columns=[0.9]
+            ),
             log=lambda m: None,
         )
 
 
 def test_bad_arguments_are_refused(runs, tmp_path):
     with pytest.raises(ValueError, match="run_dir"):
-        figures.find_cells(str(tmp_path))
+        figure_cells.find_cells(str(tmp_path))
     with pytest.raises(ValueError, match="columns"):
-        figures.find_cells(runs["plain"], columns=[0.5])
+        figure_cells.find_cells(runs["plain"], columns=[0.5])
     with pytest.raises(ValueError, match="temperatures"):
-        figures.analyze_run(runs["plain"], temperatures=(0.0, 4.0))
+        figures.analyze_run(figures.AnalysisRequest(runs["plain"], temperatures=(0.0, 4.0)))
     with pytest.raises(ValueError, match="ks"):
         topk_sweep.run(runs["plain"], [0, 2])
     with pytest.raises(ValueError, match="split"):
-        figures.analyze_run(runs["plain"], split="dev", figures_dir=str(tmp_path / "f"), log=lambda m: None)
+        figures.analyze_run(
+            figures.AnalysisRequest(runs["plain"], split="dev", figures_dir=str(tmp_path / "f")),
+            log=lambda m: None,
+        )
 
 
 def test_binned_means_and_tied_ranks_on_hand_numbers():
-    rows = figures.binned_means([0.4, 0.1, 0.3, 0.2], [4.0, 1.0, 3.0, 2.0], bins=2)
+    rows = figure_measures.binned_means([0.4, 0.1, 0.3, 0.2], [4.0, 1.0, 3.0, 2.0], bins=2)
     assert [(r["x_low"], r["x_high"], r["y_mean"], r["count"]) for r in rows] == [
         (0.1, 0.2, 1.5, 2),
         (0.3, 0.4, 3.5, 2),

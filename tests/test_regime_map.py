@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cli_process import run_cli
 
-from kd_tf.repro import regime_map
+from kd_tf.repro import regime_map_summary
 
 
 def record(n, tau, seed, method, test, validation, teacher, temperature=None, alpha=None, width=8):
@@ -35,7 +35,7 @@ def test_each_method_stands_by_its_best_validation_grid_point():
         record(100, 0.0, 0, "kd", test=0.45, validation=0.55, teacher=0.6, temperature=4, alpha=0.3),
         record(100, 0.0, 0, "kd", test=0.70, validation=0.55, teacher=0.6, temperature=4, alpha=0.9),  # a tie
     ]
-    (chosen,) = regime_map.select(records)
+    (chosen,) = regime_map_summary.select(records)
     assert (chosen["temperature"], chosen["alpha"], chosen["test_accuracy"]) == (4, 0.3, 0.45)
 
 
@@ -52,7 +52,7 @@ def test_the_claims_are_the_papers_differences_over_seeds():
     for (tau, seed), (teacher, *accuracies) in table.items():
         for method, test in zip(("student", "kd", "kd_pt", "kd_sim"), accuracies, strict=True):
             records.append(record(100, tau, seed, method, test, validation=0.5, teacher=teacher))
-    (row,) = regime_map.summarize(records)
+    (row,) = regime_map_summary.summarize(records)
     # KD-pt − KD at τ = 0: +2 and −2 points.
     assert row["kd_pt_minus_kd_at_low_tau"] == pytest.approx(0.0)
     assert row["kd_pt_minus_kd_at_low_tau_std"] == pytest.approx(2.0)
@@ -61,10 +61,10 @@ def test_the_claims_are_the_papers_differences_over_seeds():
     # KD's share: τ = 0 gains 10 and 14 points of gaps 20 and 20; τ = 0.9 gains 16, 14 of 20, 20.
     assert row["kd_share_of_gap@tau=0"] == pytest.approx(12 / 20)
     assert row["kd_share_of_gap@tau=0.9"] == pytest.approx(15 / 20)
-    found = regime_map.holds([row], [0.0, 0.9])
+    found = regime_map_summary.holds([row], [0.0, 0.9])
     assert found["kd_pt_minus_kd_at_low_tau"] == []  # 0 ± 2: not clear of the seed spread
     assert len(found["kd_sim_gain_rise"]) == 1  # 3.5 ± 0.5
-    assert regime_map.holds([{**row, "kd_pt_minus_kd_at_low_tau_std": 0.0}], [0.0, 0.9])[
+    assert regime_map_summary.holds([{**row, "kd_pt_minus_kd_at_low_tau_std": 0.0}], [0.0, 0.9])[
         "kd_pt_minus_kd_at_low_tau"
     ]  # exactly 0 with no spread: KD-pt ≥ KD holds
     assert [r["tau"] for r in found["kd_share_of_gap"]] == [0.0, 0.9]
@@ -75,9 +75,9 @@ def test_kds_share_is_undefined_without_a_gap():
         record(100, 0.0, 0, "student", 0.500, 0.5, teacher=0.505),
         record(100, 0.0, 0, "kd", 0.600, 0.5, teacher=0.505),
     ]
-    (row,) = regime_map.summarize(records)
+    (row,) = regime_map_summary.summarize(records)
     assert np.isnan(row["kd_share_of_gap@tau=0"])
-    assert regime_map.holds([row], [0.0])["kd_share_of_gap"] == []
+    assert regime_map_summary.holds([row], [0.0])["kd_share_of_gap"] == []
 
 
 @pytest.mark.slow

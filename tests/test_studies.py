@@ -14,7 +14,15 @@ from runner import run_in_process
 import models
 from data import synthetic
 from kd_tf import losses, training
-from kd_tf.repro import checks, data_efficiency, experiments, modes, sweet_spot, trainers
+from kd_tf.repro import (
+    checks,
+    data_efficiency_summary,
+    experiments,
+    modes,
+    sweet_spot,
+    sweet_spot_summary,
+    trainers,
+)
 from kd_tf.repro import config as run_config
 
 
@@ -29,20 +37,20 @@ def _csv_rows(path):
 
 def test_learning_curve_exponent_recovers_a_power_law():
     sizes = np.array([1_000, 2_000, 5_000, 10_000])
-    assert data_efficiency.learning_curve_exponent(sizes, 3.0 * sizes**-0.5) == pytest.approx(0.5)
+    assert data_efficiency_summary.learning_curve_exponent(sizes, 3.0 * sizes**-0.5) == pytest.approx(0.5)
     # A zero error has no logarithm: the point is left out, the rest still give the slope.
     errors = 3.0 * sizes**-0.25
     errors[-1] = 0.0
-    assert data_efficiency.learning_curve_exponent(sizes, errors) == pytest.approx(0.25)
-    assert data_efficiency.learning_curve_exponent([1_000, 2_000], [0.1, 0.0]) is None
+    assert data_efficiency_summary.learning_curve_exponent(sizes, errors) == pytest.approx(0.25)
+    assert data_efficiency_summary.learning_curve_exponent([1_000, 2_000], [0.1, 0.0]) is None
     with pytest.raises(ValueError, match="must match"):
-        data_efficiency.learning_curve_exponent([1, 2, 3], [0.1, 0.2])
+        data_efficiency_summary.learning_curve_exponent([1, 2, 3], [0.1, 0.2])
 
 
 def test_monotonicity_drops_counts_falls_beyond_the_tolerance():
-    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.7]) == 0
-    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6]) == 2
-    assert data_efficiency.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6], tolerance=0.05) == 1
+    assert data_efficiency_summary.monotonicity_drops([0.5, 0.6, 0.7]) == 0
+    assert data_efficiency_summary.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6]) == 2
+    assert data_efficiency_summary.monotonicity_drops([0.5, 0.6, 0.59, 0.7, 0.6], tolerance=0.05) == 1
 
 
 def test_nontarget_entropy_on_hand_numbers():
@@ -83,21 +91,21 @@ def test_grid_means_and_correlations():
         {"teacher_batch_size": b, "teacher_epochs": e, "seed": s, "x": b * e + s, "student_test_accuracy": v}
         for b, e, s, v in [(1, 1, 0, 0.1), (1, 1, 1, 0.3), (1, 2, 0, 0.4), (2, 1, 0, 0.5), (2, 2, 0, 0.9)]
     ]
-    batch_sizes, epochs, means = sweet_spot.grid_means(records, "student_test_accuracy")
+    batch_sizes, epochs, means = sweet_spot_summary.grid_means(records, "student_test_accuracy")
     assert (batch_sizes, epochs) == ([1, 2], [1, 2])
     np.testing.assert_allclose(means, [[0.2, 0.4], [0.5, 0.9]])
     for record in records:
-        for name in sweet_spot.SWEET_SPOT_PREDICTORS:
+        for name in sweet_spot_summary.SWEET_SPOT_PREDICTORS:
             record[name] = record["student_test_accuracy"] * (-1 if name == "nontarget_entropy" else 2)
-    correlations = sweet_spot.sweet_spot_correlations(records)["student_test_accuracy"]
+    correlations = sweet_spot_summary.sweet_spot_correlations(records)["student_test_accuracy"]
     assert correlations["similarity_contrast"]["pearson"] == pytest.approx(1.0)
     assert correlations["nontarget_entropy"]["spearman"] == pytest.approx(-1.0)
     assert correlations["teacher_test_accuracy"]["cells"] == 4
     # Student minus teacher accuracy is student - 2 student = -student here: every sign flips.
-    over_teacher = sweet_spot.sweet_spot_correlations(records)["student_over_teacher"]
+    over_teacher = sweet_spot_summary.sweet_spot_correlations(records)["student_over_teacher"]
     assert over_teacher["similarity_contrast"]["pearson"] == pytest.approx(-1.0)
     assert over_teacher["nontarget_entropy"]["spearman"] == pytest.approx(1.0)
-    _, _, missing = sweet_spot.grid_means(records[:4], "student_test_accuracy")
+    _, _, missing = sweet_spot_summary.grid_means(records[:4], "student_test_accuracy")
     assert missing[1, 0] == pytest.approx(0.5) and np.isnan(missing[1, 1])
 
 
@@ -164,8 +172,8 @@ QUICK = ["--quick", "--progress=none"]
 def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "efficiency")
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
-    fields, rows = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
-    assert tuple(fields) == data_efficiency.DATA_EFFICIENCY_FIELDS
+    fields, rows = _csv_rows(os.path.join(output_dir, data_efficiency_summary.DATA_EFFICIENCY_CSV))
+    assert tuple(fields) == data_efficiency_summary.DATA_EFFICIENCY_FIELDS
     grid = experiments.get("data_efficiency").quick
     keys = [(row["student_model"], row["method"], int(row["train_examples"])) for row in rows]
     expected = [
@@ -205,7 +213,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
     assert os.path.exists(lost)
     assert {path: os.path.getmtime(path) for path in kept} == kept
-    _, rows_again = _csv_rows(os.path.join(output_dir, data_efficiency.DATA_EFFICIENCY_CSV))
+    _, rows_again = _csv_rows(os.path.join(output_dir, data_efficiency_summary.DATA_EFFICIENCY_CSV))
     assert len(rows_again) == len(expected)
     # Finished cells keep their record and training curve, no checkpoint.
     assert sorted(os.listdir(os.path.dirname(lost))) == ["history.csv", "record.json"]
@@ -214,8 +222,8 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
 def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "sweet")
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
-    fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))
-    assert tuple(fields) == sweet_spot.SWEET_SPOT_FIELDS
+    fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot_summary.SWEET_SPOT_CSV))
+    assert tuple(fields) == sweet_spot_summary.SWEET_SPOT_FIELDS
     grid = experiments.get("sweet_spot").quick
     cells = [(int(row["teacher_batch_size"]), int(row["teacher_epochs"])) for row in rows]
     expected = [(int(b), int(e)) for b in grid["teacher_batch_sizes"] for e in grid["teacher_epoch_grid"]]
@@ -244,8 +252,10 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     for name in ("sweet_spot_scatter", "sweet_spot_scatter_over_teacher", "sweet_spot_student_over_teacher"):
         assert os.path.getsize(os.path.join(output_dir, f"{name}.png")) > 0
     correlations = json.load(open(os.path.join(output_dir, "results.json")))["correlations"]
-    assert set(correlations) == set(sweet_spot.SWEET_SPOT_OUTCOMES)
-    assert all(set(values) == set(sweet_spot.SWEET_SPOT_PREDICTORS) for values in correlations.values())
+    assert set(correlations) == set(sweet_spot_summary.SWEET_SPOT_OUTCOMES)
+    assert all(
+        set(values) == set(sweet_spot_summary.SWEET_SPOT_PREDICTORS) for values in correlations.values()
+    )
 
     # Interrupted after the teachers: a cell's record is gone; it is rebuilt from its saved teacher.
     lost = os.path.join(output_dir, "runs", "seed=0", "batch=32", "epochs=2", "record.json")
@@ -261,7 +271,7 @@ def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
         "baseline_test_accuracy",
     ):
         assert after[name] == before[name]
-    assert len(_csv_rows(os.path.join(output_dir, sweet_spot.SWEET_SPOT_CSV))[1]) == len(expected)
+    assert len(_csv_rows(os.path.join(output_dir, sweet_spot_summary.SWEET_SPOT_CSV))[1]) == len(expected)
 
 
 def test_sweet_spot_teacher_stopped_between_checkpoint_and_snapshot_is_retrained(tmp_path):

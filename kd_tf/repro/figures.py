@@ -85,7 +85,9 @@ def _ls_cells(request: AnalysisRequest, cells: list[Cell]) -> dict:
     """The cells of `request.ls_run_dir` by `cell_key`, each checked to hold the data of its match."""
     if not request.ls_run_dir:
         return {}
-    ls_cells = {cell_key(cell): cell for cell in find_cells(request.ls_run_dir, request.columns, request.seeds)}
+    ls_cells = {
+        cell_key(cell): cell for cell in find_cells(request.ls_run_dir, request.columns, request.seeds)
+    }
     for cell in cells:
         if cell_key(cell) in ls_cells:
             check_same_data(cell, ls_cells[cell_key(cell)])
@@ -106,7 +108,14 @@ def _new_summary(request: AnalysisRequest) -> dict:
     }
 
 
-def _analyze_cell(cell: Cell, ls_cell: Cell | None, request, figures_dir: str, results: _Results, log) -> None:
+def _analyze_cell(
+    cell: Cell,
+    ls_cell: Cell | None,
+    request: AnalysisRequest,
+    figures_dir: str,
+    results: _Results,
+    log: Callable[[str], None],
+) -> None:
     """Measures and draws one cell (and its comparison with `ls_cell`), adding to `results`."""
     summary = results.summary
     measures = figure_measures.measure_cell(cell, request, log)

@@ -8,9 +8,63 @@ import os
 
 import keras
 import numpy as np
+from absl import flags
 
 from kd_tf.repro import tables, trainers
 from kd_tf.repro.experiments import Experiment
+
+# The flags the sweeps share (their values: `Config.sweeps`).
+flags.DEFINE_list(
+    "train_sizes",
+    ["1000", "2000", "5000", "10000", "20000", "50000", "100000"],
+    "data_efficiency: student training-set sizes (prefixes of one pool); regime_map: training-set sizes "
+    "(default 5000,50000).",
+)
+flags.DEFINE_integer(
+    "student_steps",
+    3000,
+    "data_efficiency, regime_map: training steps of every student, whatever its training-set size.",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "evaluations",
+    10,
+    "data_efficiency, regime_map: validation checks per student (the best is kept).",
+    lower_bound=1,
+)
+flags.DEFINE_list(
+    "difficulties",
+    [],
+    "data_efficiency: task difficulties to sweep (default: --difficulty); regime_map: default 1,4.",
+)
+
+
+def positive_integers(values) -> bool:
+    """A flag validator: a non-empty list of positive integers."""
+    return bool(values) and all(value.isdigit() and int(value) > 0 for value in values)
+
+
+def numbers_within(low: float, high: float, low_open: bool = False):
+    """A flag validator: a non-empty list of numbers in [low, high] (`(low, high]` with `low_open`)."""
+
+    def valid(values) -> bool:
+        try:
+            numbers = [float(value) for value in values]
+        except ValueError:
+            return False
+        return bool(numbers) and all((low < n if low_open else low <= n) and n <= high for n in numbers)
+
+    return valid
+
+
+flags.register_validator(
+    "train_sizes", positive_integers, "--train_sizes must be a list of positive integers"
+)
+flags.register_validator(
+    "difficulties",
+    lambda values: all(value.isdigit() for value in values),
+    "--difficulties must be a list of non-negative integers",
+)
 
 
 class SweepExperiment(Experiment):

@@ -14,17 +14,12 @@ import keras
 
 from kd_tf import training
 from kd_tf.repro import store, trainers
-from kd_tf.repro.figures import (
-    FIGURES_DIR,
-    SWEEP_CSV,
-    SWEEP_DIR,
-    _finished,
-    _fresh_copy,
-    _write_csv,
-    find_cells,
-    load_student,
-    load_teacher_data,
-)
+from kd_tf.repro.figure_cells import find_cells, finished, load_student, load_teacher_data
+from kd_tf.repro.figure_measures import fresh_copy
+from kd_tf.repro.figure_outputs import write_csv
+from kd_tf.repro.figures import FIGURES_DIR, SWEEP_CSV
+
+SWEEP_DIR = "topk_sweep"
 
 
 def _sweep_student(
@@ -36,7 +31,7 @@ def _sweep_student(
         raise ValueError(f"`ks` must be <= the number of classes {splits.num_classes}. Received: k={k}")
     arguments = dict(hyperparameters) if k is None else {**hyperparameters, "topk": k}
     loss = trainers.method_loss(method, arguments, teacher, splits)
-    student = _fresh_copy(template, seed + 1)
+    student = fresh_copy(template, seed + 1)
     result = training.train(
         student=student,
         teacher=teacher,
@@ -99,7 +94,7 @@ def run(
     rows = []
     for cell in find_cells(run_dir, columns, seeds):
         kd_directory = os.path.join(cell.directory, "kd")
-        if not _finished(kd_directory, "student.keras"):
+        if not finished(kd_directory, "student.keras"):
             raise ValueError(f"`topk_sweep` needs the table's KD student in {kd_directory}.")
         template, kd_record = load_student(kd_directory)
         config = dataclasses.replace(base_config, epochs=epochs or int(kd_record["epochs"]))
@@ -151,8 +146,5 @@ def run(
                 f"top-k sweep {cell.name} {method} k={k or 'all'}: test accuracy "
                 f"{100 * row['test_accuracy']:.2f}% ({row['wall_time_s']:.0f} s)"
             )
-    _write_csv(output_csv, rows)
+    write_csv(output_csv, rows)
     return rows
-
-
-# `run.py --mode=analyze`.

@@ -53,7 +53,7 @@ class Analyze(Experiment):
                 output_csv=sweep_csv,
                 precision=config.runtime.precision,
             )
-        figures.analyze_run(
+        request = figures.AnalysisRequest(
             run_dir,
             ls_run_dir=config.analysis.ls_run_dir,
             figures_dir=figures_dir,
@@ -63,3 +63,4 @@ class Analyze(Experiment):
             seeds=seeds,
             sweep_csv=sweep_csv,
         )
+        figures.analyze_run(request)

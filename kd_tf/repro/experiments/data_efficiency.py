@@ -3,9 +3,24 @@ labels or a fixed teacher's outputs (Phuong & Lampert 2019; the grid and its rec
 
 from __future__ import annotations
 
+from absl import flags
+
+import models
 from kd_tf.repro import sweeps
 from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import QUICK_TASK, register
+
+flags.DEFINE_list(
+    "student_models", ["mlp", "linear", "deep_linear"], "data_efficiency: student architectures."
+)
+flags.DEFINE_integer(
+    "teacher_examples", 50_000, "data_efficiency: the teacher's own training examples.", lower_bound=1
+)
+flags.register_validator(
+    "student_models",
+    lambda values: bool(values) and all(value in models.NAMES for value in values),
+    f"--student_models must be names from: {', '.join(models.NAMES)}",
+)
 
 
 @register

@@ -3,9 +3,34 @@ width × task difficulty × τ × task seed (the grid, its claims and figures: `
 
 from __future__ import annotations
 
+from absl import flags
+
 from kd_tf.repro import sweeps
 from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import QUICK_TASK, register
+
+flags.DEFINE_list(
+    "student_widths", ["8", "32", "128"], "regime_map: student widths (8 is capacity-bound at M = 40)."
+)
+flags.DEFINE_list(
+    "grid_temperatures",
+    ["1", "4"],
+    "regime_map: temperatures T searched per method and cell (with --grid_alphas; best validation wins).",
+)
+flags.DEFINE_list(
+    "grid_alphas", ["0.3", "0.9"], "regime_map: soft-loss weights λ (alpha) searched per method and cell."
+)
+flags.register_validator(
+    "student_widths", sweeps.positive_integers, "--student_widths must be a list of positive integers"
+)
+flags.register_validator(
+    "grid_temperatures",
+    sweeps.numbers_within(0.0, float("inf"), low_open=True),
+    "--grid_temperatures must be a list of positive numbers",
+)
+flags.register_validator(
+    "grid_alphas", sweeps.numbers_within(0.0, 1.0), "--grid_alphas must be a list of numbers in [0, 1]"
+)
 
 
 @register

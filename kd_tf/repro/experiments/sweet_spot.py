@@ -3,9 +3,22 @@ students they give (the grid and its records: `repro.sweet_spot`)."""
 
 from __future__ import annotations
 
+from absl import flags
+
 from kd_tf.repro import sweeps
 from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import QUICK_TASK, register
+
+flags.DEFINE_list(
+    "teacher_batch_sizes", ["16", "64", "256", "1024", "4096"], "sweet_spot: teacher batch sizes."
+)
+flags.DEFINE_list(
+    "teacher_epoch_grid", ["1", "2", "5", "10", "20", "50"], "sweet_spot: teacher epoch counts."
+)
+for _name in ("teacher_batch_sizes", "teacher_epoch_grid"):
+    flags.register_validator(
+        _name, sweeps.positive_integers, f"--{_name} must be a list of positive integers"
+    )
 
 
 @register
