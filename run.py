@@ -40,7 +40,7 @@ with _quiet_native_start():
     import models
     from data import synthetic
     from kd_tf import losses, runtime
-    from kd_tf.repro import experiments, sweeps
+    from kd_tf.repro import experiments, language_model_runs, sweeps
     from kd_tf.schedules import SCHEDULES
 
     if not any(arg.startswith(("--help", "-h", "--helpfull")) for arg in sys.argv[1:]):
@@ -52,6 +52,7 @@ MODES = tuple(experiments.names())
 for _mode in MODES:  # the flags an experiment's module defines, shown by --help beside run.py's own
     flags.adopt_module_key_flags(sys.modules[type(experiments.get(_mode)).__module__])
 flags.adopt_module_key_flags(sweeps)
+flags.adopt_module_key_flags(language_model_runs)
 
 # What to run.
 _MODE = flags.DEFINE_enum(
@@ -110,24 +111,8 @@ _TEACHER_LABEL_SMOOTHING = flags.DEFINE_float(
     upper_bound=1,
 )
 
-# Figures (--mode=analyze).
-_LS_RUN_DIR = flags.DEFINE_string(
-    "ls_run_dir",
-    None,
-    "--mode=analyze: a table run on the same data whose "
-    "teachers used --teacher_label_smoothing (Figures 4, 5).",
-)
-_TOPK_SWEEP = flags.DEFINE_list(
-    "topk_sweep",
-    [],
-    "--mode=analyze: first train KD-topk students for these k from the run's teachers (Figure 3).",
-)
-_FIGURES_DIR = flags.DEFINE_string(
-    "figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures)."
-)
-
-# Each experiment's own flags are defined in its module (kd_tf/repro/experiments/, kd_tf/repro/sweeps.py) and
-# shown by --help with these.
+# Each experiment's own flags are defined in its module (kd_tf/repro/experiments/, kd_tf/repro/sweeps.py, the
+# language model's in kd_tf/repro/language_model_runs.py) and shown by --help with these.
 _QUICK = flags.DEFINE_bool(
     "quick",
     False,
@@ -211,32 +196,6 @@ _IMAGENET_RESIZE = flags.DEFINE_enum(
     "tf1_bicubic",
     ["tf1_bicubic", "bicubic"],
     "ImageNet: tf1_bicubic = the TPU code's tf.compat.v1.image.resize_bicubic; bicubic = TF2's tf.image.resize.",
-)
-
-# Language model (PTB, AWD-LSTM; paper §5.3). The sizes are the trained model's: the teacher's in
-# --mode=teacher, the student's in --mode=student.
-_EMBEDDING_SIZE = flags.DEFINE_integer("embedding_size", 400, "AWD-LSTM embedding size.", lower_bound=1)
-_HIDDEN_SIZE = flags.DEFINE_integer("hidden_size", 1150, "AWD-LSTM hidden size.", lower_bound=1)
-_DROPOUT = flags.DEFINE_float("dropout", 0.4, "AWD-LSTM output dropout.", lower_bound=0, upper_bound=0.99)
-_DROPOUT_HIDDEN = flags.DEFINE_float(
-    "dropout_hidden", 0.25, "AWD-LSTM dropout between layers.", lower_bound=0, upper_bound=0.99
-)
-_DROPOUT_INPUT = flags.DEFINE_float(
-    "dropout_input", 0.4, "AWD-LSTM input dropout.", lower_bound=0, upper_bound=0.99
-)
-_DROPOUT_EMBEDDING = flags.DEFINE_float(
-    "dropout_embedding", 0.1, "AWD-LSTM embedding dropout.", lower_bound=0, upper_bound=0.99
-)
-_WEIGHT_DROP = flags.DEFINE_float(
-    "weight_drop", 0.5, "AWD-LSTM DropConnect on the recurrent kernels.", lower_bound=0, upper_bound=0.99
-)
-_BPTT = flags.DEFINE_integer("bptt", 70, "Mean BPTT window length.", lower_bound=5)
-_CLIP = flags.DEFINE_float("clip", 0.25, "Gradient clipping (global norm).", lower_bound=1e-9)
-_ALPHA_AR = flags.DEFINE_float("alpha_ar", 2.0, "AR activation regularisation.", lower_bound=0)
-_BETA_TAR = flags.DEFINE_float("beta_tar", 1.0, "TAR temporal activation regularisation.", lower_bound=0)
-_NONMONO = flags.DEFINE_integer("nonmono", 5, "NT-ASGD non-monotone interval.", lower_bound=0)
-_MAX_WINDOWS = flags.DEFINE_integer(
-    "max_windows_per_epoch", None, "Cap on BPTT windows per epoch (smoke runs).", lower_bound=1
 )
 
 # Training.

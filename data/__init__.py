@@ -83,6 +83,8 @@ class Facts:
             is read (`--dry_run`'s estimate of the disk a run needs).
         always_augmented: whether the training pipeline augments at random whatever the options (ImageNet's
             crops); otherwise its `augment` option says. A teacher's outputs are cached only where it does not.
+        preset: what a run on it takes for the flags the user did not set, globally ("flags": flag -> value)
+            and per method ("methods": method -> {hyperparameter -> value}); below a mode's preset.
     """
 
     default_models: tuple[str, str]
@@ -108,6 +110,7 @@ class Facts:
     input_shape: tuple[int, ...] | Callable[[dict], tuple[int, ...]] | None = None
 
     always_augmented: bool = False
+    preset: dict = dataclasses.field(default_factory=dict)
 
     def augmented(self, options: dict) -> bool:
         return self.always_augmented or bool(options.get("augment", False))

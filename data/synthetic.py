@@ -531,4 +531,16 @@ FACTS = Facts(
     input_shape=lambda options: (options["dim"],),
     measures=measures,
     describe_measures=describe_measures,
+    # From the search in BUILD.md ("Training", "Method hyperparameters"); the other datasets' recipes live in
+    # their flagfiles (configs/).
+    preset={
+        "flags": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3},
+        "methods": {
+            "kd_pt": {"temperature": 1.0, "alpha": 0.3},
+            "kd_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
+            "kd_rel": {"temperature": 1.0, "alpha": 0.1},
+            "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
+        },
+    },
 )

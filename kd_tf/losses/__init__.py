@@ -46,6 +46,33 @@ def hyperparameters_of(name: str, values: dict) -> dict:
     return {key: values[key] for key in registered()[name].hyperparameters if key in values}
 
 
+def parse_overrides(text: str) -> dict[str, dict]:
+    """Per-method hyperparameters written as `'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'`, as
+    `{method: {name: value}}`; a `ValueError` names an unknown method or hyperparameter, or a bad value."""
+    overrides = {}
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        method, _, assignments = part.partition(":")
+        method = method.strip()
+        if method not in NAMES:
+            raise ValueError(f"unknown method {method!r}. Known: {', '.join(NAMES)}.")
+        values = {}
+        for assignment in filter(None, (piece.strip() for piece in assignments.split(","))):
+            name, equals, text_value = assignment.partition("=")
+            name = name.strip()
+            if not equals:
+                raise ValueError(f"expected name=value, got {assignment!r} for {method}.")
+            if name not in HYPERPARAMETER_NAMES:
+                raise ValueError(
+                    f"for {method}: unknown hyperparameter(s) {[name]}; known: {HYPERPARAMETER_NAMES}"
+                )
+            try:
+                values[name] = int(text_value) if name == "topk" else float(text_value)
+            except ValueError as error:
+                raise ValueError(f"{name}={text_value!r} for {method} is not a number.") from error
+        overrides[method] = values
+    return overrides
+
+
 def label(name: str) -> str:
     """The paper's name of the method registered under the flag name `name` ("kd_pt" -> "KD-pt")."""
     methods = registered()

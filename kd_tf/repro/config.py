@@ -27,22 +27,6 @@ COMMAND_LINE, FLAGFILE, PRESET, QUICK, DEFAULT, OVERRIDE = (
     "--method_overrides",
 )
 
-# A dataset's preset: values applied to every flag the user did not set, globally ("flags") or for one method
-# ("methods"). The synthetic study's come from the search in BUILD.md ("Training", "Method
-# hyperparameters"); the other datasets' recipes live in their flagfiles (configs/).
-PRESETS = {
-    "synthetic": {
-        "flags": {"teacher_epochs": 10, "teacher_learning_rate": 1e-3},
-        "methods": {
-            "kd_pt": {"temperature": 1.0, "alpha": 0.3},
-            "kd_sim": {"temperature": 1.0, "alpha": 0.3},
-            "kd_pt_sim": {"temperature": 1.0, "alpha": 0.3},
-            "kd_rel": {"temperature": 1.0, "alpha": 0.1},
-            "kd_pt_rel": {"temperature": 1.0, "alpha": 0.3},
-        },
-    }
-}
-
 
 class UserError(Exception):
     """A problem with the command line, the data or a saved file, explained for the person who ran it."""
@@ -252,7 +236,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     set_by_user = frozenset(name for name in flag_values if flag_values[name].present)
     on_command_line = _named_on_command_line(argv, flag_values)
     experiment = experiments.get(flag_values.mode)
-    preset = PRESETS.get(flag_values.dataset, {})
+    preset = datasets.facts(flag_values.dataset).preset
     quick = dict(experiment.quick) if flag_values.quick else {}
     preset_flags = {**preset.get("flags", {}), **experiment.presets, **quick}
 
@@ -289,7 +273,10 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
             methods = tuple(m for m in methods if "class_parents" not in losses.registered()[m].needs)
 
     hyperparameters = {name: flag_values[name].value for name in losses.HYPERPARAMETER_NAMES}
-    explicit = parse_overrides(flag_values.method_overrides)
+    try:
+        explicit = losses.parse_overrides(flag_values.method_overrides)
+    except ValueError as error:
+        raise UserError(f"--method_overrides: {error}") from error
     method_overrides = {}
     for method in losses.NAMES:
         values = {
@@ -390,37 +377,6 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         command=" ".join(argv),
         values=_frozen({name: value(name) for name in flag_values}),
     )
-
-
-def parse_overrides(text: str) -> dict:
-    """`'kd_pt:temperature=2,alpha=1;kd_sim:sim_temperature=0.1'` -> {method: {name: value}}."""
-    overrides = {}
-    for part in filter(None, (piece.strip() for piece in text.split(";"))):
-        method, _, assignments = part.partition(":")
-        method = method.strip()
-        if method not in losses.NAMES:
-            raise UserError(
-                f"--method_overrides names an unknown method {method!r}. Known: {', '.join(losses.NAMES)}."
-            )
-        values = {}
-        for assignment in filter(None, (piece.strip() for piece in assignments.split(","))):
-            name, equals, text_value = assignment.partition("=")
-            name = name.strip()
-            if not equals:
-                raise UserError(f"--method_overrides: expected name=value, got {assignment!r} for {method}.")
-            if name not in losses.HYPERPARAMETER_NAMES:
-                raise UserError(
-                    f"--method_overrides for {method}: unknown hyperparameter(s) {[name]}; known: "
-                    f"{losses.HYPERPARAMETER_NAMES}"
-                )
-            try:
-                values[name] = int(text_value) if name == "topk" else float(text_value)
-            except ValueError as error:
-                raise UserError(
-                    f"--method_overrides: {name}={text_value!r} for {method} is not a number."
-                ) from error
-        overrides[method] = values
-    return overrides
 
 
 def _named_on_command_line(argv: list[str], flag_values) -> set[str]:

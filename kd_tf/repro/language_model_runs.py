@@ -6,12 +6,35 @@ import json
 import os
 
 import keras
+from absl import flags
 
 import data.ptb
 import models
 from kd_tf import language_model, losses, offline, teacher_cache, training
 from kd_tf.io import DamagedFileError, atomic_write_text
 from kd_tf.repro import paper, tables, trainers
+
+# Language model (PTB, AWD-LSTM; paper §5.3). The sizes are the trained model's: the teacher's in
+# --mode=teacher, the student's in --mode=student.
+flags.DEFINE_integer("embedding_size", 400, "AWD-LSTM embedding size.", lower_bound=1)
+flags.DEFINE_integer("hidden_size", 1150, "AWD-LSTM hidden size.", lower_bound=1)
+flags.DEFINE_float("dropout", 0.4, "AWD-LSTM output dropout.", lower_bound=0, upper_bound=0.99)
+flags.DEFINE_float(
+    "dropout_hidden", 0.25, "AWD-LSTM dropout between layers.", lower_bound=0, upper_bound=0.99
+)
+flags.DEFINE_float("dropout_input", 0.4, "AWD-LSTM input dropout.", lower_bound=0, upper_bound=0.99)
+flags.DEFINE_float("dropout_embedding", 0.1, "AWD-LSTM embedding dropout.", lower_bound=0, upper_bound=0.99)
+flags.DEFINE_float(
+    "weight_drop", 0.5, "AWD-LSTM DropConnect on the recurrent kernels.", lower_bound=0, upper_bound=0.99
+)
+flags.DEFINE_integer("bptt", 70, "Mean BPTT window length.", lower_bound=5)
+flags.DEFINE_float("clip", 0.25, "Gradient clipping (global norm).", lower_bound=1e-9)
+flags.DEFINE_float("alpha_ar", 2.0, "AR activation regularisation.", lower_bound=0)
+flags.DEFINE_float("beta_tar", 1.0, "TAR temporal activation regularisation.", lower_bound=0)
+flags.DEFINE_integer("nonmono", 5, "NT-ASGD non-monotone interval.", lower_bound=0)
+flags.DEFINE_integer(
+    "max_windows_per_epoch", None, "Cap on BPTT windows per epoch (smoke runs).", lower_bound=1
+)
 
 
 def run(options) -> None:

@@ -5,7 +5,22 @@ from __future__ import annotations
 
 import os
 
+from absl import flags
+
 from kd_tf.repro.experiments import Experiment, register, table
+
+flags.DEFINE_string(
+    "ls_run_dir",
+    None,
+    "--mode=analyze: a table run on the same data whose "
+    "teachers used --teacher_label_smoothing (Figures 4, 5).",
+)
+flags.DEFINE_list(
+    "topk_sweep",
+    [],
+    "--mode=analyze: first train KD-topk students for these k from the run's teachers (Figure 3).",
+)
+flags.DEFINE_string("figures_dir", None, "--mode=analyze: where figures go (default <output_dir>/figures).")
 
 
 @register
