@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from cli_process import run_cli
+from runner import assert_wrote_its_plan
 
 from kd_tf.repro import regime_map_summary
 
@@ -83,8 +84,10 @@ def test_kds_share_is_undefined_without_a_gap():
 @pytest.mark.slow
 def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
     output_dir = tmp_path / "map"
-    done = run_cli(["--mode=regime_map", "--quick", "--jobs=1", f"--output_dir={output_dir}"], timeout=600)
+    argv = ["--mode=regime_map", "--quick", "--jobs=1", f"--output_dir={output_dir}"]
+    done = run_cli(argv, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert_wrote_its_plan(output_dir, argv)  # what --dry_run prints, written before it trained
     assert "labels off the linear argmax" in done.stdout  # every teacher's task, measured
     rows = list(csv.DictReader(open(output_dir / "regime_map.csv")))
     assert all(0 < float(row["differs_from_linear_argmax"]) < 1 for row in rows)  # the measures as columns

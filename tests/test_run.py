@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from runner import TINY_SYNTHETIC, run_in_process
+from runner import TINY_SYNTHETIC, assert_wrote_its_plan, run_in_process
 
 from kd_tf.repro import checks, modes
 from kd_tf.repro import config as run_config
@@ -57,19 +57,21 @@ def test_tiny_table_writes_well_formed_results(tmp_path):
 
 def test_teacher_then_student_from_the_saved_teacher(tmp_path):
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
-    run_in_process([*TINY, "--mode=teacher", f"--output_dir={teacher_dir}"])
+    teacher_argv = [*TINY, "--mode=teacher", f"--output_dir={teacher_dir}"]
+    run_in_process(teacher_argv)
+    assert_wrote_its_plan(teacher_dir, teacher_argv)
     info = json.load(open(os.path.join(teacher_dir, "teacher.json")))
     assert info["dataset"] == "synthetic" and info["num_classes"] == 8
-    run_in_process(
-        [
-            *TINY,
-            "--mode=student",
-            "--method=kd_topk",
-            "--topk=2",
-            f"--teacher_dir={teacher_dir}",
-            f"--output_dir={student_dir}",
-        ]
-    )
+    student_argv = [
+        *TINY,
+        "--mode=student",
+        "--method=kd_topk",
+        "--topk=2",
+        f"--teacher_dir={teacher_dir}",
+        f"--output_dir={student_dir}",
+    ]
+    run_in_process(student_argv)
+    assert_wrote_its_plan(student_dir, student_argv)
     (record,) = json.load(open(os.path.join(student_dir, "results.json")))
     assert record["method"] == "kd_topk" and record["hyperparameters"]["topk"] == 2
     # A teacher for other classes does not fit.

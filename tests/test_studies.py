@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from runner import run_in_process
+from runner import assert_wrote_its_plan, run_in_process
 
 import models
 from data import synthetic
@@ -193,6 +193,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     assert {(row["student_model"], row["method"]) for row in summary} == {k[:2] for k in expected}
     assert all(row["sizes"] == [int(size) for size in grid["train_sizes"]] for row in summary)
     assert "Command:" in open(os.path.join(output_dir, "results.md")).read()
+    assert_wrote_its_plan(output_dir, ["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
 
     # A finished sweep is not overwritten by accident.
     with pytest.raises(modes.UserError, match="already holds results"):
@@ -222,6 +223,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
 def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "sweet")
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
+    assert_wrote_its_plan(output_dir, ["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])
     fields, rows = _csv_rows(os.path.join(output_dir, sweet_spot_summary.SWEET_SPOT_CSV))
     assert tuple(fields) == sweet_spot_summary.SWEET_SPOT_FIELDS
     grid = experiments.get("sweet_spot").quick
