@@ -268,14 +268,15 @@ _TEACHER_CACHE = flags.DEFINE_enum(
     "Students of data without random augmentation (synthetic, PTB, digits or CIFAR with --noaugment) train on "
     "their teacher's outputs computed once (kept beside the teacher) instead of running it at every step; "
     "the same batches in the same order. auto: wherever the data allows it under --strategy=default or "
-    "mirrored, and for PTB where the payload fits --teacher_cache_max_mb; on: the same, refusing what cannot "
-    "be cached; off: the teacher runs at every step.",
+    "mirrored, where the cache fits --teacher_cache_max_mb; on: the same, refusing what cannot be cached; "
+    "off: the teacher runs at every step.",
 )
 _TEACHER_CACHE_MAX_MB = flags.DEFINE_float(
     "teacher_cache_max_mb",
     4096.0,
-    "--dataset=ptb: the largest teacher payload (MB) a student caches and holds in memory (KD-topk at k=5 takes 40 bytes "
-    "a token, 37 MB; KD's 10,000 logits a token would take 37 GB and stays online).",
+    "The largest teacher cache (MB) students read and hold in memory: a classifier's logits over its training "
+    "examples (CIFAR-100: 19 MB), PTB's payload of the method over the training text (KD-topk at k=5 takes 40 "
+    "bytes a token, 37 MB; KD's 10,000 logits a token would take 37 GB and stays online).",
     lower_bound=0,
 )
 _CPU_DEVICES = flags.DEFINE_integer(

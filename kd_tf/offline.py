@@ -40,14 +40,32 @@ def refusal(splits: datasets.Splits) -> str | None:
     return None
 
 
-def wanted(mode: str, splits: datasets.Splits) -> bool:
-    """Whether students of `splits` distil from a cache under `--teacher_cache=mode` (`on` refuses data that
-    cannot be cached; `auto` then distils online)."""
+def wanted(mode: str, splits: datasets.Splits, max_mb: float = float("inf")) -> bool:
+    """Whether students of `splits` distil from a cache of their teacher's logits over the training examples
+    under `--teacher_cache=mode` (`decide`)."""
+    reason = refusal(splits)
+    megabytes = 0.0 if reason else logits_megabytes(splits.train_examples, splits.num_classes)
+    return decide(mode, reason, megabytes, max_mb, LOGITS_CACHE)
+
+
+LOGITS_CACHE = "the teacher's logits over the training examples"
+
+
+def logits_megabytes(examples: int, num_classes: int) -> float:
+    """What a cache of `examples` rows of `num_classes` float32 logits takes, in MB."""
+    return examples * num_classes * 4 / 2**20
+
+
+def decide(mode: str, reason: str | None, megabytes: float, max_mb: float, what: str) -> bool:
+    """The one rule of every teacher cache: students read their teacher's outputs from a cache where the
+    data allows one (`reason`, why it does not, is `None`: no random augmentation) and `what` the cache
+    holds, `megabytes`, fits `max_mb` (`--teacher_cache_max_mb`). `on` refuses what `auto` distils online."""
     if mode not in MODES:
         raise ValueError(f"`teacher_cache` must be one of {MODES}. Received: {mode!r}")
     if mode == "off":
         return False
-    reason = refusal(splits)
+    if reason is None and megabytes > max_mb:
+        reason = f"{what} would take {megabytes:,.2f} MB, above --teacher_cache_max_mb={max_mb:g}"
     if reason is not None and mode == "on":
         raise CacheUnavailable(f"--teacher_cache=on, but this data cannot be cached: {reason}.")
     return reason is None

@@ -71,6 +71,41 @@ def test_augmented_images_offer_no_cache_and_say_why():
     assert data.cache_refusal("synthetic", {}) is None
 
 
+def test_one_rule_decides_every_cache_augmentation_first_then_size():
+    splits = data.synthetic.load(num_classes=8, num_superclasses=2, dim=8, train_examples=64, batch_size=16)
+    megabytes = offline.logits_megabytes(64, 8)
+    assert megabytes == 64 * 8 * 4 / 2**20
+    assert offline.wanted("auto", splits, max_mb=megabytes) is True
+    assert offline.wanted("auto", splits, max_mb=megabytes / 2) is False
+    assert offline.wanted("off", splits) is False
+    with pytest.raises(
+        offline.CacheUnavailable, match=r"logits over the training examples would take 0\.00 MB, "
+    ):
+        offline.wanted("on", splits, max_mb=megabytes / 2)
+    # The language model's payload goes through the same rule; augmentation is named before size.
+    assert offline.decide("auto", None, 37.0, 4096.0, "the payload") is True
+    with pytest.raises(
+        offline.CacheUnavailable, match="the payload would take 50.00 MB, above --teacher_cache_max_mb=40"
+    ):
+        offline.decide("on", None, 50.0, 40.0, "the payload")
+    with pytest.raises(offline.CacheUnavailable, match="augments"):
+        offline.decide("on", "it augments", 50.0, 40.0, "the payload")
+    with pytest.raises(ValueError, match="must be one of"):
+        offline.decide("always", None, 1.0, 2.0, "the payload")
+
+
+def test_a_classifier_cache_over_the_limit_is_refused_before_any_work_with_on(tmp_path, monkeypatch):
+    from runner import TINY_SYNTHETIC, run_in_process
+
+    from kd_tf.repro import modes
+
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY_SYNTHETIC, "--teacher_cache=on", "--teacher_cache_max_mb=0.001", "--output_dir=out"]
+    with pytest.raises(modes.UserError, match=r"would take 0\.01 MB, above --teacher_cache_max_mb=0\.001"):
+        run_in_process(argv)
+    assert os.listdir(tmp_path) == []
+
+
 def test_cached_targets_are_what_the_online_distiller_computes():
     splits = data.synthetic.load(num_classes=8, num_superclasses=2, dim=8, train_examples=64, batch_size=16)
     labels = np.concatenate([np.asarray(y) for _, y in splits.train_ordered])

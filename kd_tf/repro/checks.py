@@ -11,7 +11,7 @@ import dataclasses
 import os
 
 import data as datasets
-from kd_tf import keras_compat, losses
+from kd_tf import keras_compat, losses, offline
 from kd_tf.repro import config as config_module
 from kd_tf.repro import experiments, outputs, tables, trainers
 from kd_tf.repro.config import UserError
@@ -164,6 +164,18 @@ class _Checker:
             reason = "--steps_per_epoch caps the epochs, which then see other examples than a cache holds"
         else:
             reason = datasets.cache_refusal(self.config.dataset, dict(self.config.data_options))
+        facts, options = datasets.facts(config.dataset), dict(config.data_options)
+        examples, classes = facts.examples(options), facts.classes(options)
+        if reason is None and facts.kind == "classification" and examples and classes:
+            megabytes, limit = (
+                offline.logits_megabytes(examples, classes),
+                config.runtime.teacher_cache_max_mb,
+            )
+            if megabytes > limit:
+                reason = (
+                    f"{offline.LOGITS_CACHE} would take {megabytes:,.2f} MB, above "
+                    f"--teacher_cache_max_mb={limit:g}"
+                )
         if reason is not None:
             raise UserError(
                 f"--teacher_cache=on cannot serve this run: {reason}. Use --teacher_cache=auto or off."

@@ -176,20 +176,12 @@ def _teacher_payloads(teacher, corpus, loss, output_dirs: list[str], refuse: boo
 
 
 def _cached(options, corpus, loss) -> bool:
-    """Whether the student reads its teacher's per-token payload from a teacher cache (`--teacher_cache`):
+    """Whether the student reads its teacher's per-token payload from a teacher cache (`offline.decide`):
     where the payload of every training position fits `--teacher_cache_max_mb` (KD-topk's 2k numbers a token
     do, KD's full logits over the vocabulary do not)."""
-    mode = options.teacher_cache()
-    if mode == "off":
-        return False
     lanes = corpus.lanes("train")
     megabytes = lanes.shape[0] * (lanes.shape[1] - 1) * loss.payload_size(corpus.num_words) * 4 / 2**20
-    limit = options.config.runtime.teacher_cache_max_mb
-    if megabytes <= limit:
-        return True
-    if mode == "on":
-        raise ValueError(
-            f"--teacher_cache=on: the {loss.method_name} payload of the training text would take "
-            f"{megabytes:,.2f} MB, above --teacher_cache_max_mb={limit}."
-        )
-    return False
+    what = f"the {loss.method_name} payload of the training text"
+    return offline.decide(
+        options.teacher_cache(), None, megabytes, options.config.runtime.teacher_cache_max_mb, what
+    )

@@ -113,6 +113,7 @@ class TeacherSpec:
     label_smoothing: float = 0.0
     precision: str = "float32"
     cache: str = "off"
+    cache_max_mb: float = float("inf")
     column_key: str = "tau"
 
 
@@ -140,6 +141,7 @@ class StudyConfig:
     teacher_cache: str = (
         "off"  # `offline.MODES`: whether students distil from a cache of the teacher's outputs
     )
+    teacher_cache_max_mb: float = float("inf")  # the largest cache they read (`offline.decide`)
 
     @property
     def teacher(self) -> TeacherSpec:
@@ -152,6 +154,7 @@ class StudyConfig:
             label_smoothing=self.teacher_label_smoothing,
             precision=self.precision,
             cache=self.teacher_cache,
+            cache_max_mb=self.teacher_cache_max_mb,
             column_key=self.column_key,
         )
 
@@ -163,7 +166,7 @@ def train_teacher(teacher_spec: TeacherSpec, splits, data_options: dict, seed: i
     if record is not None:
         teacher, _ = load_teacher(directory, spec.dataset, splits.num_classes)
         cache_dir = os.path.join(directory, offline.CACHE_DIR)
-        if offline.wanted(spec.cache, splits) and not offline.present(cache_dir):
+        if offline.wanted(spec.cache, splits, spec.cache_max_mb) and not offline.present(cache_dir):
             # A teacher from a run without the cache. Whether a cache fits is each student's check (a stale
             # one sends it to build its own): checking it here too would run the same fingerprints twice.
             offline.build(teacher, splits, cache_dir)
@@ -200,7 +203,7 @@ def train_teacher(teacher_spec: TeacherSpec, splits, data_options: dict, seed: i
         "label_smoothing": spec.label_smoothing,
         "test_accuracy": record["test_accuracy"],
     }
-    if offline.wanted(spec.cache, splits):
+    if offline.wanted(spec.cache, splits, spec.cache_max_mb):
         # Before the teacher's files: a saved teacher's students find its outputs cached, and a kill during
         # the build leaves a run that resumes (`teacher.json` marks a finished teacher).
         offline.build(teacher, splits, os.path.join(directory, offline.CACHE_DIR))
@@ -218,7 +221,7 @@ def train_student(
     `teacher_dir`, or, when it holds none that fit, a cache built in the student's own directory.
     """
     cache_dirs = None
-    if offline.wanted(study.teacher_cache, splits):
+    if offline.wanted(study.teacher_cache, splits, study.teacher_cache_max_mb):
         cache_dirs = [os.path.join(path, offline.CACHE_DIR) for path in (teacher_dir, directory) if path]
 
     def train_it() -> dict:

@@ -206,6 +206,7 @@ def study_of(options) -> trainers.StudyConfig:
         precision=config.runtime.precision,
         load_splits=SplitsLoader(options.dataset, config.student.batch_size, config.runtime.steps_per_epoch),
         teacher_cache=options.teacher_cache(),
+        teacher_cache_max_mb=config.runtime.teacher_cache_max_mb,
     )
 
 
