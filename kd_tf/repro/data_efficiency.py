@@ -17,7 +17,7 @@ import numpy as np
 
 from data import synthetic
 from kd_tf import training
-from kd_tf.repro import data_efficiency_summary, grid, outputs, store, sweeps, trainers
+from kd_tf.repro import data_efficiency_summary, grid, outputs, sweeps, trainers
 
 
 @dataclasses.dataclass
@@ -169,14 +169,46 @@ def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict,
     }
 
 
-def _group_key(config):
-    """The cells of one setting and seed share a teacher."""
+@dataclasses.dataclass(frozen=True)
+class _Cells(grid.Cells):
+    """The grid's cells: one group per setting and seed, sharing a teacher and the students' pool."""
 
-    def key(cell: dict) -> tuple:
-        setting = {name: cell[name] for name in config.settings[0]} if config.settings else {}
-        return _setting_name(setting), cell["seed"]
+    setting_keys: tuple  # the data options a setting sets
 
-    return key
+    def setting(self, cell: dict) -> dict:
+        return {name: cell[name] for name in self.setting_keys}
+
+    def key(self, cell: dict) -> tuple:
+        return _setting_name(self.setting(cell)), cell["seed"]
+
+    def setting_dir(self, output_dir: str, cell: dict) -> str:
+        return os.path.join(output_dir, "runs", _setting_name(self.setting(cell)), f"seed={cell['seed']}")
+
+    def directory(self, output_dir: str, cell: dict) -> str:
+        setting_dir = self.setting_dir(output_dir, cell)
+        return os.path.join(setting_dir, cell["student_model"], cell["method"], f"n={cell['train_examples']}")
+
+    def prepare(self, group: grid.Group, cell: dict, log) -> _Task:
+        setting = self.setting(cell)
+        teacher_dir = os.path.join(self.setting_dir(group.output_dir, cell), "teacher")
+        task = _prepare_task(group.config, setting, cell["seed"], teacher_dir)
+        log(
+            sweeps.teacher_line(
+                f"{_setting_name(setting)} seed={cell['seed']}", task.teacher_record, task.measures
+            )
+        )
+        return task
+
+    def train(self, group: grid.Group, shared: _Task, cell: dict, directory: str, log) -> dict:
+        return _data_efficiency_cell(group.config, shared, cell, directory)
+
+    def describe(self, cell: dict, record: dict) -> str:
+        return (
+            f"{_setting_name(self.setting(cell))} seed={cell['seed']} "
+            f"{cell['student_model']:<11} {cell['method']:<7} n={cell['train_examples']:<6} "
+            f"test {100 * record['test_accuracy']:.2f}%  agreement {100 * record['test_agreement']:.2f}%  "
+            f"({record['wall_time_s']:.0f} s)"
+        )
 
 
 def run_data_efficiency(
@@ -197,43 +229,10 @@ def run_data_efficiency(
         config,
         output_dir,
         config.cells(),
-        _group_key(config),
-        _data_efficiency_group,
+        _Cells(tuple(config.settings[0]) if config.settings else ()),
         log=log,
         jobs=jobs,
         deterministic=deterministic,
     )
     data_efficiency_summary.write_data_efficiency(output_dir, records, header)
-    return records
-
-
-def _data_efficiency_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
-    """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
-    config, records, task = group.config, {}, None
-    for index, cell in group.members:
-        setting = {key: cell[key] for key in config.settings[0]} if config.settings else {}
-        setting_dir = os.path.join(group.output_dir, "runs", _setting_name(setting), f"seed={cell['seed']}")
-        cell_dir = os.path.join(
-            setting_dir, cell["student_model"], cell["method"], f"n={cell['train_examples']}"
-        )
-
-        def train_cell(setting=setting, setting_dir=setting_dir, cell=cell, cell_dir=cell_dir) -> dict:
-            nonlocal task
-            if task is None:
-                task = _prepare_task(config, setting, cell["seed"], os.path.join(setting_dir, "teacher"))
-                data = synthetic.describe_measures(task.measures)
-                log(
-                    f"teacher {_setting_name(setting)} seed={cell['seed']}: test accuracy "
-                    f"{100 * task.teacher_record['test_accuracy']:.2f}%; {data}"
-                )
-            return _data_efficiency_cell(config, task, cell, cell_dir)
-
-        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
-        records[index] = record
-        log(
-            f"[{index:>3}/{group.total}] {_setting_name(setting)} seed={cell['seed']} "
-            f"{cell['student_model']:<11} {cell['method']:<7} n={cell['train_examples']:<6} "
-            f"test {100 * record['test_accuracy']:.2f}%  agreement {100 * record['test_agreement']:.2f}%  "
-            f"({record['wall_time_s']:.0f} s)"
-        )
     return records

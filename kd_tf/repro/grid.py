@@ -1,12 +1,13 @@
 """The grid engine: every table and sweep trains its cells through `run`, in groups that share a teacher.
 
-A grid is a list of cells (plain values); the cells of one group share a teacher (`key(cell)`) and are
-trained by the experiment's `train_group(group, log)`, which returns `{index: record}` and reuses each cell
-a finished run left in the run store (`store.reuse_or_train`), so a rerun of an interrupted grid resumes
-where it stopped. With `jobs > 1` the groups train in worker processes (`kd_tf.parallel`), each printing
-its own progress lines; where a group's cells after its first read their teacher from its files (a
-table's students), `split` trains the first cell of every group, then each other cell as a task of its
-own as soon as its group's first has finished.
+A grid is a list of cells (plain values) and a `Cells` object that says what is the grid's own: which
+cells share a teacher (`key`), where each is kept, how the group's shared part (its teacher) is prepared,
+how one cell trains and how its progress line reads. The engine does the rest: it reuses each cell a
+finished run left in the run store (`store.reuse_or_train`), so a rerun of an interrupted grid resumes where
+it stopped, prints a progress line per cell, and with `jobs > 1` trains the groups in worker processes
+(`kd_tf.parallel`), each printing its own lines; where a group's cells after its first read their teacher
+from its files (a table's students), `split` trains the first cell of every group, then each other cell as
+a task of its own as soon as its group's first has finished.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable, Sequence
 
+from kd_tf.repro import store
 from kd_tf.repro.outputs import print_now
 
 
@@ -27,26 +29,70 @@ class Group:
     members: list  # (1-based index in the grid, cell)
 
 
+class Cells:
+    """What a grid's module says of its cells (an instance goes to worker processes: plain values only)."""
+
+    index_width = 3  # of the progress lines' `[index/total]`
+    split = False
+
+    def key(self, cell) -> Hashable:
+        """Cells with one key share a teacher (one group)."""
+        raise NotImplementedError
+
+    def directory(self, output_dir: str, cell) -> str:
+        """Where the cell's run is kept (its `record.json` marks it finished)."""
+        raise NotImplementedError
+
+    def prepare(self, group: Group, cell, log: Callable[[str], None]):
+        """What the group's cells share (their teacher), made when its first unfinished cell needs it."""
+        del group, cell, log
+
+    def train(self, group: Group, shared, cell, directory: str, log: Callable[[str], None]) -> dict:
+        """Trains one cell in `directory`; returns its record."""
+        raise NotImplementedError
+
+    def describe(self, cell, record: dict) -> str:
+        """The cell's progress line after its `[index/total]`."""
+        raise NotImplementedError
+
+    def train_group(self, group: Group, log: Callable[[str], None] = print_now) -> dict:
+        """The group's cells in order, each reused where a finished run left its record (its checkpoints
+        dropped once it has finished), else trained; returns `{index: record}`."""
+        records, shared = {}, []
+        for index, cell in group.members:
+            directory = self.directory(group.output_dir, cell)
+
+            def train(cell=cell, directory=directory) -> dict:
+                if not shared:
+                    shared.append(self.prepare(group, cell, log))
+                return self.train(group, shared[0], cell, directory, log)
+
+            records[index] = store.reuse_or_train(directory, train, drop_resume_state=True)
+            log(f"[{index:>{self.index_width}}/{group.total}] {self.describe(cell, records[index])}")
+        return records
+
+
 def run(
     config,
     output_dir: str,
     cells: Sequence,
-    key: Callable[[object], Hashable],
-    train_group: Callable[[Group, Callable[[str], None]], dict],
+    grid: Cells,
     *,
     log: Callable[[str], None] = print_now,
     jobs: int = 1,
     deterministic: bool = False,
-    split: bool = False,
 ) -> list[dict]:
     """Trains (or reuses) every cell of `cells`; returns their records in the grid's order.
 
-    `config` (which names its `precision`) and `output_dir` travel with each group to `train_group`;
+    `config` (which names its `precision`) and `output_dir` travel with each group to `grid.train_group`;
     `deterministic` is passed on to worker processes.
     """
+    split, train_group = grid.split, grid.train_group
     groups: dict = {}
     for index, cell in enumerate(cells, start=1):
-        groups.setdefault(key(cell), Group(config, output_dir, len(cells), [])).members.append((index, cell))
+        groups.setdefault(grid.key(cell), Group(config, output_dir, len(cells), [])).members.append(
+            (index, cell)
+        )
     found = {}
     if jobs > 1 and (len(groups) > 1 or split):
         from kd_tf import parallel

@@ -21,7 +21,7 @@ import keras
 
 from data import synthetic
 from kd_tf import offline, training
-from kd_tf.repro import grid, outputs, regime_map_summary, store, sweeps, trainers
+from kd_tf.repro import grid, outputs, regime_map_summary, sweeps, trainers
 
 
 @dataclasses.dataclass
@@ -94,11 +94,6 @@ class RegimeMapConfig:
             for method in ("student", *self.methods)
             for temperature, alpha in self.grid(method)
         ]
-
-
-def _group_key(cell: dict) -> tuple:
-    """The cells of one (size, difficulty, τ, seed) share a teacher and its cache."""
-    return cell["train_examples"], cell["difficulty"], cell["tau"], cell["seed"]
 
 
 def _setting_dir(output_dir: str, cell: dict) -> str:
@@ -196,34 +191,36 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
     }
 
 
-def _regime_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
-    """Trains (or reuses) one group's teacher and students; returns {cell index: record}."""
-    config, records, teacher = group.config, {}, None
-    for index, cell in group.members:
-        setting_dir = _setting_dir(group.output_dir, cell)
-        cell_dir = _cell_dir(group.output_dir, cell)
+class _Cells(grid.Cells):
+    """The map's cells: one group per (size, difficulty, τ, seed), sharing a teacher and its cache."""
 
-        def train_cell(cell=cell, setting_dir=setting_dir, cell_dir=cell_dir) -> dict:
-            nonlocal teacher
-            if teacher is None:
-                teacher = _prepare_teacher(config, cell, os.path.join(setting_dir, "teacher"))
-                log(
-                    f"teacher n={cell['train_examples']} difficulty={cell['difficulty']} tau={cell['tau']} "
-                    f"seed={cell['seed']}: test accuracy {100 * teacher.record['test_accuracy']:.2f}%; "
-                    f"{synthetic.describe_measures(teacher.measures)}"
-                )
-            return _train_cell(config, teacher, cell, cell_dir)
+    index_width = 4
 
-        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
-        records[index] = record
-        grid = "" if cell["temperature"] is None else f" T={cell['temperature']:g} λ={cell['alpha']:g}"
-        log(
-            f"[{index:>4}/{group.total}] n={cell['train_examples']} difficulty={cell['difficulty']} "
-            f"tau={cell['tau']} seed={cell['seed']} width={cell['width']} {cell['method']}{grid}: "
+    def key(self, cell: dict) -> tuple:
+        return cell["train_examples"], cell["difficulty"], cell["tau"], cell["seed"]
+
+    def directory(self, output_dir: str, cell: dict) -> str:
+        return _cell_dir(output_dir, cell)
+
+    def prepare(self, group: grid.Group, cell: dict, log) -> _Teacher:
+        teacher = _prepare_teacher(
+            group.config, cell, os.path.join(_setting_dir(group.output_dir, cell), "teacher")
+        )
+        label = f"n={cell['train_examples']} difficulty={cell['difficulty']} tau={cell['tau']} seed={cell['seed']}"
+        log(sweeps.teacher_line(label, teacher.record, teacher.measures))
+        return teacher
+
+    def train(self, group: grid.Group, shared: _Teacher, cell: dict, directory: str, log) -> dict:
+        return _train_cell(group.config, shared, cell, directory)
+
+    def describe(self, cell: dict, record: dict) -> str:
+        grid_point = "" if cell["temperature"] is None else f" T={cell['temperature']:g} λ={cell['alpha']:g}"
+        return (
+            f"n={cell['train_examples']} difficulty={cell['difficulty']} "
+            f"tau={cell['tau']} seed={cell['seed']} width={cell['width']} {cell['method']}{grid_point}: "
             f"validation {100 * record['best_validation_accuracy']:.2f}%, "
             f"test {100 * record['test_accuracy']:.2f}% ({record['wall_time_s']:.0f} s)"
         )
-    return records
 
 
 def run_regime_map(
@@ -244,8 +241,7 @@ def run_regime_map(
         config,
         output_dir,
         config.cells(),
-        _group_key,
-        _regime_group,
+        _Cells(),
         log=log,
         jobs=jobs,
         deterministic=deterministic,

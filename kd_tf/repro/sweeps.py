@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from absl import flags
 
+from data import synthetic
 from kd_tf.repro import tables, trainers
 from kd_tf.repro.experiments import Experiment
 
@@ -143,6 +144,12 @@ def logits_of(model: keras.Model, inputs: np.ndarray, batch_size: int = 4096) ->
             for start in range(0, len(inputs), batch_size)
         ]
     )
+
+
+def teacher_line(label: str, record: dict, measures: dict) -> str:
+    """A sweep's progress line for a group's teacher: its test accuracy and its task's label non-linearity."""
+    accuracy = 100 * record["test_accuracy"]
+    return f"teacher {label}: test accuracy {accuracy:.2f}%; {synthetic.describe_measures(measures)}"
 
 
 def teacher_spec(config, teacher_cache: str = "off") -> trainers.TeacherSpec:

@@ -9,7 +9,6 @@ sweep resumes where it stopped. The summary files (CSV, markdown, PNGs) are rewr
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import shutil
@@ -215,8 +214,7 @@ def run_sweet_spot(
         config,
         output_dir,
         config.cells(),
-        lambda cell: cell["seed"],
-        _sweet_spot_group,
+        _Cells(),
         log=log,
         jobs=jobs,
         deterministic=deterministic,
@@ -225,23 +223,30 @@ def run_sweet_spot(
     return records
 
 
-def _sweet_spot_group(group: grid.Group, log: Callable[[str], None] = outputs.print_now) -> dict:
-    """Trains (or reuses) one seed's teachers and students; returns {cell index: record}."""
-    config, output_dir, records = group.config, group.output_dir, {}
-    for index, cell in group.members:
-        seed, batch_size, epochs = cell["seed"], cell["teacher_batch_size"], cell["teacher_epochs"]
-        seed_dir = os.path.join(output_dir, "runs", f"seed={seed}")
-        cell_dir = os.path.join(seed_dir, f"batch={batch_size}", f"epochs={epochs}")
-        train_cell = functools.partial(_sweet_spot_cell, config, cell, seed_dir, cell_dir, log)
-        record = store.reuse_or_train(cell_dir, train_cell, drop_resume_state=True)
-        records[index] = record
-        log(
-            f"[{index:>3}/{group.total}] seed={seed} batch={batch_size:<5} epochs={epochs:<4} teacher "
-            f"{100 * record['teacher_test_accuracy']:.2f}%  contrast {record['similarity_contrast']:.3f}  "
-            f"non-target entropy {record['nontarget_entropy']:.3f}  {config.method} student "
+class _Cells(grid.Cells):
+    """The grid's cells: one group per seed, whose cells share a baseline student (and, per batch size, one
+    teacher run that snapshots every epoch count)."""
+
+    def key(self, cell: dict) -> int:
+        return cell["seed"]
+
+    def directory(self, output_dir: str, cell: dict) -> str:
+        seed_dir = os.path.join(output_dir, "runs", f"seed={cell['seed']}")
+        return os.path.join(
+            seed_dir, f"batch={cell['teacher_batch_size']}", f"epochs={cell['teacher_epochs']}"
+        )
+
+    def train(self, group: grid.Group, shared, cell: dict, directory: str, log) -> dict:
+        seed_dir = os.path.join(group.output_dir, "runs", f"seed={cell['seed']}")
+        return _sweet_spot_cell(group.config, cell, seed_dir, directory, log)
+
+    def describe(self, cell: dict, record: dict) -> str:
+        return (
+            f"seed={cell['seed']} batch={cell['teacher_batch_size']:<5} epochs={cell['teacher_epochs']:<4} "
+            f"teacher {100 * record['teacher_test_accuracy']:.2f}%  contrast {record['similarity_contrast']:.3f}  "
+            f"non-target entropy {record['nontarget_entropy']:.3f}  {record['student_method']} student "
             f"{100 * record['student_test_accuracy']:.2f}% ({100 * record['kd_gain']:+.2f})"
         )
-    return records
 
 
 def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> dict:

@@ -234,15 +234,7 @@ def run_study(study: trainers.StudyConfig, output_dir: str, *, log=print_now, jo
     as its teacher has finished (reading it from its files); `study.load_splits` must then be picklable.
     """
     return grid.run(
-        study,
-        output_dir,
-        grid_cells(study),
-        _group_key,
-        _train_group,
-        log=log,
-        jobs=jobs,
-        deterministic=deterministic,
-        split=True,
+        study, output_dir, grid_cells(study), _TableCells(), log=log, jobs=jobs, deterministic=deterministic
     )
 
 
@@ -257,9 +249,18 @@ def grid_cells(study: trainers.StudyConfig) -> list[dict]:
     ]
 
 
-def _group_key(cell: dict) -> tuple:
-    """A column's and seed's cells share a teacher."""
-    return tuple(cell["setting"].items()), cell["seed"]
+class _TableCells(grid.Cells):
+    """A table's cells: per column and seed, a teacher, then its students; each student may train as a task
+    of its own (`split`), reading its teacher from its files. Its own loop: the teacher's run builds its
+    cache, and a finished cell keeps its checkpoints."""
+
+    split = True
+
+    def key(self, cell: dict) -> tuple:
+        return tuple(cell["setting"].items()), cell["seed"]
+
+    def train_group(self, group: grid.Group, log=print_now) -> dict:
+        return _train_group(group, log)
 
 
 def _train_group(group: grid.Group, log=print_now) -> dict:
