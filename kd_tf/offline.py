@@ -51,6 +51,13 @@ def wanted(mode: str, splits: datasets.Splits, max_mb: float = float("inf")) -> 
 LOGITS_CACHE = "the teacher's logits over the training examples"
 
 
+def too_large(megabytes: float, max_mb: float, what: str) -> str | None:
+    """Why a cache of `what`, `megabytes` large, is not made under `--teacher_cache_max_mb=max_mb`, or `None`."""
+    if megabytes <= max_mb:
+        return None
+    return f"{what} would take {megabytes:,.2f} MB, above --teacher_cache_max_mb={max_mb:g}"
+
+
 def logits_megabytes(examples: int, num_classes: int) -> float:
     """What a cache of `examples` rows of `num_classes` float32 logits takes, in MB."""
     return examples * num_classes * 4 / 2**20
@@ -64,8 +71,7 @@ def decide(mode: str, reason: str | None, megabytes: float, max_mb: float, what:
         raise ValueError(f"`teacher_cache` must be one of {MODES}. Received: {mode!r}")
     if mode == "off":
         return False
-    if reason is None and megabytes > max_mb:
-        reason = f"{what} would take {megabytes:,.2f} MB, above --teacher_cache_max_mb={max_mb:g}"
+    reason = reason or too_large(megabytes, max_mb, what)
     if reason is not None and mode == "on":
         raise CacheUnavailable(f"--teacher_cache=on, but this data cannot be cached: {reason}.")
     return reason is None

@@ -167,15 +167,8 @@ class _Checker:
         facts, options = datasets.facts(config.dataset), dict(config.data_options)
         examples, classes = facts.examples(options), facts.classes(options)
         if reason is None and facts.kind == "classification" and examples and classes:
-            megabytes, limit = (
-                offline.logits_megabytes(examples, classes),
-                config.runtime.teacher_cache_max_mb,
-            )
-            if megabytes > limit:
-                reason = (
-                    f"{offline.LOGITS_CACHE} would take {megabytes:,.2f} MB, above "
-                    f"--teacher_cache_max_mb={limit:g}"
-                )
+            megabytes = offline.logits_megabytes(examples, classes)
+            reason = offline.too_large(megabytes, config.runtime.teacher_cache_max_mb, offline.LOGITS_CACHE)
         if reason is not None:
             raise UserError(
                 f"--teacher_cache=on cannot serve this run: {reason}. Use --teacher_cache=auto or off."

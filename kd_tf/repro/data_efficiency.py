@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from data import synthetic
 from kd_tf import training
-from kd_tf.repro import data_efficiency_summary, grid, outputs, sweeps, trainers
+from kd_tf.repro import grid, sweeps, trainers
 
 
 @dataclasses.dataclass
@@ -211,28 +211,6 @@ class _Cells(grid.Cells):
         )
 
 
-def run_data_efficiency(
-    config: DataEfficiencyConfig,
-    output_dir: str,
-    *,
-    log: Callable[[str], None] = outputs.print_now,
-    header: str = "",
-    jobs: int = 1,
-    deterministic: bool = False,
-) -> list[dict]:
-    """Runs (or resumes) the whole grid and writes its CSV, JSON, markdown summary and figure.
-
-    The cells of one setting and seed share a teacher; with `jobs > 1` those groups train in that many
-    worker processes (`kd_tf.parallel`), each printing its own progress lines.
-    """
-    records = grid.run(
-        config,
-        output_dir,
-        config.cells(),
-        _Cells(tuple(config.settings[0]) if config.settings else ()),
-        log=log,
-        jobs=jobs,
-        deterministic=deterministic,
-    )
-    data_efficiency_summary.write_data_efficiency(output_dir, records, header)
-    return records
+def cells_of(config: DataEfficiencyConfig) -> grid.Cells:
+    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
+    return _Cells(tuple(config.settings[0]) if config.settings else ())

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 
 from data import synthetic
 from kd_tf import offline, training
-from kd_tf.repro import grid, outputs, regime_map_summary, sweeps, trainers
+from kd_tf.repro import grid, sweeps, trainers
 
 
 @dataclasses.dataclass
@@ -223,28 +223,6 @@ class _Cells(grid.Cells):
         )
 
 
-def run_regime_map(
-    config: RegimeMapConfig,
-    output_dir: str,
-    *,
-    log: Callable[[str], None] = outputs.print_now,
-    header: str = "",
-    jobs: int = 1,
-    deterministic: bool = False,
-) -> list[dict]:
-    """Runs (or resumes) the whole map and writes its CSVs, JSON, markdown summary and heatmaps.
-
-    Finished cells are kept in `output_dir/runs/.../record.json` and reused: an interrupted map resumes cell
-    by cell. With `jobs > 1` the groups (cells sharing a teacher) train in that many worker processes.
-    """
-    records = grid.run(
-        config,
-        output_dir,
-        config.cells(),
-        _Cells(),
-        log=log,
-        jobs=jobs,
-        deterministic=deterministic,
-    )
-    regime_map_summary.write_regime_map(output_dir, records, config, header)
-    return records
+def cells_of(config: RegimeMapConfig) -> grid.Cells:
+    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
+    return _Cells()

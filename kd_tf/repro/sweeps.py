@@ -11,7 +11,7 @@ import numpy as np
 from absl import flags
 
 from data import synthetic
-from kd_tf.repro import tables, trainers
+from kd_tf.repro import grid, tables, trainers
 from kd_tf.repro.experiments import Experiment
 
 # The flags the sweeps share (their values: `Config.sweeps`).
@@ -79,8 +79,9 @@ class SweepExperiment(Experiment):
 
     def run(self, options) -> None:
         grid_config = self.grid_config(options)
-        groups = self.groups(grid_config)
-        jobs = options.jobs(groups)
+        cells, grid_cells = grid_config.cells(), self.cells_of(grid_config)
+        teachers = len({grid_cells.key(cell) for cell in cells})  # one group of cells each
+        jobs = options.jobs(teachers)
         if jobs > 1:
             from kd_tf import parallel
 
@@ -88,13 +89,14 @@ class SweepExperiment(Experiment):
                 f"{jobs} jobs at a time, {parallel.threads_per_job(jobs)} thread(s) each (--jobs).",
                 flush=True,
             )
-        self.run_grid(
-            grid_config,
-            options.output_dir,
-            header=f"Command: `{options.config.command}`\n\n",
-            jobs=jobs,
-            deterministic=options.config.runtime.deterministic,
+        announced = self.announce(teachers, len(cells), options.output_dir)
+        if announced:
+            print(announced, flush=True)
+        deterministic = options.config.runtime.deterministic
+        records = grid.run(
+            grid_config, options.output_dir, cells, grid_cells, jobs=jobs, deterministic=deterministic
         )
+        self.write(grid_config, options.output_dir, records, f"Command: `{options.config.command}`\n\n")
         # The summary the sweep just wrote (a bad value in the grid flags was a ValueError before any work,
         # which `modes.run` turns into a one-line error).
         with open(os.path.join(options.output_dir, tables.RESULTS_MARKDOWN), encoding="utf-8") as handle:
@@ -104,11 +106,17 @@ class SweepExperiment(Experiment):
         """The sweep's own configuration, built from the run's."""
         raise NotImplementedError
 
-    def groups(self, grid_config) -> int:
-        """How many groups of cells share a teacher (what `--jobs` runs at a time)."""
+    def cells_of(self, grid_config) -> grid.Cells:
+        """What the grid engine needs of its cells (the study module's `cells_of`)."""
         raise NotImplementedError
 
-    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+    def announce(self, teachers: int, cells: int, output_dir: str) -> str:
+        """A line printed before the first cell trains, or ""."""
+        del teachers, cells, output_dir
+        return ""
+
+    def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
+        """Writes the sweep's summary files (`results.md` among them) from every cell's record."""
         raise NotImplementedError
 
 

@@ -13,14 +13,14 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from data import synthetic
 from kd_tf import analysis, checkpoint, losses, training
-from kd_tf.repro import grid, outputs, store, sweeps, sweet_spot_summary, trainers
+from kd_tf.repro import grid, store, sweeps, trainers
 
 
 @dataclasses.dataclass
@@ -196,33 +196,6 @@ def _sweet_spot_student(config: SweetSpotConfig, splits, method: str, teacher, s
     return store.reuse_or_train(directory, train_it, drop_resume_state=True)
 
 
-def run_sweet_spot(
-    config: SweetSpotConfig,
-    output_dir: str,
-    *,
-    log: Callable[[str], None] = outputs.print_now,
-    header: str = "",
-    jobs: int = 1,
-    deterministic: bool = False,
-) -> list[dict]:
-    """Runs (or resumes) the grid and writes its CSV, JSON, markdown summary and heatmaps.
-
-    The cells of one seed share a baseline student; with `jobs > 1` the seeds train in that many worker
-    processes (`kd_tf.parallel`), each printing its own progress lines.
-    """
-    records = grid.run(
-        config,
-        output_dir,
-        config.cells(),
-        _Cells(),
-        log=log,
-        jobs=jobs,
-        deterministic=deterministic,
-    )
-    sweet_spot_summary.write_sweet_spot(output_dir, records, header)
-    return records
-
-
 class _Cells(grid.Cells):
     """The grid's cells: one group per seed, whose cells share a baseline student (and, per batch size, one
     teacher run that snapshots every epoch count)."""
@@ -284,3 +257,8 @@ def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> d
         "wall_time_s": time.perf_counter() - start,
         "hyperparameters": student["hyperparameters"],
     }
+
+
+def cells_of(config: SweetSpotConfig) -> grid.Cells:
+    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
+    return _Cells()

@@ -87,11 +87,12 @@ class DataEfficiency(sweeps.SweepExperiment):
             precision=config.runtime.precision,
         )
 
-    def groups(self, grid_config) -> int:
-        # One group of cells per setting and seed: they share a teacher.
-        return len(grid_config.settings or [{}]) * len(grid_config.seeds)
-
-    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+    def cells_of(self, grid_config):
         from kd_tf.repro import data_efficiency
 
-        data_efficiency.run_data_efficiency(grid_config, output_dir, **options)
+        return data_efficiency.cells_of(grid_config)
+
+    def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
+        from kd_tf.repro import data_efficiency_summary
+
+        data_efficiency_summary.write_data_efficiency(output_dir, records, header)

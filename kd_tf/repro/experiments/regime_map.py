@@ -102,20 +102,15 @@ class RegimeMap(sweeps.SweepExperiment):
             **sweeps.models_and_training(options),
         )
 
-    def groups(self, grid_config) -> int:
-        # One group of cells per (size, difficulty, τ, seed): they share a teacher and its cache.
-        return (
-            len(grid_config.train_sizes)
-            * len(grid_config.difficulties)
-            * len(grid_config.taus)
-            * len(grid_config.seeds)
-        )
-
-    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+    def cells_of(self, grid_config):
         from kd_tf.repro import regime_map
 
-        groups = self.groups(grid_config)
-        print(
-            f"Regime map: {groups} teachers, {len(grid_config.cells())} students -> {output_dir}", flush=True
-        )
-        regime_map.run_regime_map(grid_config, output_dir, **options)
+        return regime_map.cells_of(grid_config)
+
+    def announce(self, teachers: int, cells: int, output_dir: str) -> str:
+        return f"Regime map: {teachers} teachers, {cells} students -> {output_dir}"
+
+    def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
+        from kd_tf.repro import regime_map_summary
+
+        regime_map_summary.write_regime_map(output_dir, records, grid_config, header)

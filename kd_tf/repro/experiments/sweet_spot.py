@@ -81,11 +81,12 @@ class SweetSpot(sweeps.SweepExperiment):
             **sweeps.models_and_training(options),
         )
 
-    def groups(self, grid_config) -> int:
-        # One group of cells per seed: they share a baseline student.
-        return len(grid_config.seeds)
-
-    def run_grid(self, grid_config, output_dir: str, **options) -> None:
+    def cells_of(self, grid_config):
         from kd_tf.repro import sweet_spot
 
-        sweet_spot.run_sweet_spot(grid_config, output_dir, **options)
+        return sweet_spot.cells_of(grid_config)
+
+    def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
+        from kd_tf.repro import sweet_spot_summary
+
+        sweet_spot_summary.write_sweet_spot(output_dir, records, header)

@@ -260,41 +260,39 @@ class _TableCells(grid.Cells):
         return tuple(cell["setting"].items()), cell["seed"]
 
     def train_group(self, group: grid.Group, log=print_now) -> dict:
-        return _train_group(group, log)
-
-
-def _train_group(group: grid.Group, log=print_now) -> dict:
-    """Trains (or reuses) a group's cells; a student without its teacher in the group (a task of its own in
-    a worker) reads the teacher from its files."""
-    study, records, teacher, teacher_record = group.config, {}, None, None
-    for index, cell in group.members:
-        setting, seed, method = cell["setting"], cell["seed"], cell["method"]
-        data_options = {**study.data_options, **setting}
-        cell_dir = _cell_dir(group.output_dir, study.column_key, setting, seed)
-        teacher_dir = os.path.join(cell_dir, "teacher")
-        splits = trainers.cell_splits(study, data_options, seed)
-        if method is None:
-            record, teacher = trainers.train_teacher(study.teacher, splits, data_options, seed, teacher_dir)
-            teacher_record = record
-        else:
-            if teacher is None:
-                teacher, _ = trainers.load_teacher(teacher_dir, study.dataset, splits.num_classes)
-                teacher_record = read_json(os.path.join(teacher_dir, store.RECORD))
-            record = trainers.train_student(
-                study,
-                splits,
-                data_options,
-                seed,
-                method,
-                teacher,
-                teacher_record,
-                os.path.join(cell_dir, method),
-                teacher_dir=teacher_dir,
-            )
-        records[index] = record
-        column = tables.column_text(study.column_key, setting)
-        log(_progress(index, group.total, study.column_key, column, seed, method or "teacher", record))
-    return records
+        """Trains (or reuses) a group's cells; a student without its teacher in the group (a task of its own
+        in a worker) reads the teacher from its files."""
+        study, records, teacher, teacher_record = group.config, {}, None, None
+        for index, cell in group.members:
+            setting, seed, method = cell["setting"], cell["seed"], cell["method"]
+            data_options = {**study.data_options, **setting}
+            cell_dir = _cell_dir(group.output_dir, study.column_key, setting, seed)
+            teacher_dir = os.path.join(cell_dir, "teacher")
+            splits = trainers.cell_splits(study, data_options, seed)
+            if method is None:
+                record, teacher = trainers.train_teacher(
+                    study.teacher, splits, data_options, seed, teacher_dir
+                )
+                teacher_record = record
+            else:
+                if teacher is None:
+                    teacher, _ = trainers.load_teacher(teacher_dir, study.dataset, splits.num_classes)
+                    teacher_record = read_json(os.path.join(teacher_dir, store.RECORD))
+                record = trainers.train_student(
+                    study,
+                    splits,
+                    data_options,
+                    seed,
+                    method,
+                    teacher,
+                    teacher_record,
+                    os.path.join(cell_dir, method),
+                    teacher_dir=teacher_dir,
+                )
+            records[index] = record
+            column = tables.column_text(study.column_key, setting)
+            log(_progress(index, group.total, study.column_key, column, seed, method or "teacher", record))
+        return records
 
 
 def _cell_dir(output_dir: str, column_key: str, setting: dict, seed: int) -> str:
