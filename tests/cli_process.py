@@ -1,8 +1,19 @@
-"""Runs `python run.py` the way a user does: a fresh interpreter per command, output captured."""
+"""Runs `python run.py` (and any other `python ...` command) the way a user does: a new process per command,
+output captured.
 
+Each command is a child forked from a server that has imported NumPy, TensorFlow, Keras and absl and nothing of
+the project (tests/forkserver.py): the project's modules, flags and registrations load fresh in each child, as
+in a new interpreter, without TensorFlow's 5 s import each time. `KD_TF_TESTS_SPAWN=1` starts a new
+interpreter per command instead; so does a command whose interpreter options or start-up variables differ.
+"""
+
+import atexit
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import tiny
@@ -26,27 +37,131 @@ def environment() -> dict:
 def run_cli(argv, cwd=ROOT, timeout=300, env=None) -> subprocess.CompletedProcess:
     """`python run.py argv...` in `cwd` (with `env`, by default `environment()`); returns the finished
     process (stdout and stderr as text)."""
-    return subprocess.run(
-        [sys.executable, RUN, *argv],
-        cwd=cwd,
-        env=env or environment(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run([sys.executable, RUN, *argv], cwd=cwd, env=env or environment(), timeout=timeout)
 
 
-def start_cli(argv, cwd=ROOT, log_path=None) -> subprocess.Popen:
+def start_cli(argv, cwd=ROOT, log_path=None):
     """Starts `python run.py argv...` without waiting; its output goes to `log_path` (or is dropped)."""
     output = open(log_path, "w") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, RUN, *argv],
-        cwd=cwd,
-        env=environment(),
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return popen(
+        [sys.executable, RUN, *argv], cwd=cwd, env=environment(), stdout=output, stderr=subprocess.STDOUT
     )
+
+
+def run(argv, cwd=ROOT, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`subprocess.run(argv, capture_output=True, text=True)` for a `python ...` command, through the fork
+    server where it can serve it."""
+    env = environment() if env is None else env
+    if not _forkable(argv, env):
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="kd_tf_cli_") as scratch:
+        paths = [os.path.join(scratch, name) for name in ("stdout", "stderr")]
+        process = _SERVER.start(argv[1:], str(cwd), env, *paths)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        stdout, stderr = (open(path, encoding="utf-8", errors="replace").read() for path in paths)
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def popen(argv, cwd=ROOT, env=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+    """`subprocess.Popen(argv, ...)` for a `python ...` command whose output goes to a file (an open file, or
+    `DEVNULL`; `stderr` may be `STDOUT`), through the fork server where it can serve it: the returned process
+    has Popen's `pid`, `returncode`, `poll`, `wait`, `send_signal`, `terminate` and `kill`."""
+    env = environment() if env is None else env
+    if not _forkable(argv, env):
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True)
+    out = os.devnull if stdout == subprocess.DEVNULL else stdout.name
+    err = out if stderr == subprocess.STDOUT else os.devnull if stderr == subprocess.DEVNULL else stderr.name
+    return _SERVER.start(argv[1:], str(cwd), env, out, err)
+
+
+# Variables read while the interpreter or TensorFlow starts: a command that sets them otherwise than the
+# server had them needs a new interpreter.
+_START_UP = (
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "PYTHONHASHSEED",
+    "PYTHONHOME",
+    "PYTHONNOUSERSITE",
+)
+
+
+def _forkable(argv, env) -> bool:
+    if os.environ.get("KD_TF_TESTS_SPAWN") == "1" or argv[0] != sys.executable or len(argv) < 2:
+        return False
+    if argv[1].startswith("-") and argv[1] not in ("-m", "-c"):
+        return False
+    server_env = _server_environment()
+    return all(env.get(name) == server_env.get(name) for name in _START_UP)
+
+
+def _server_environment() -> dict:
+    env = environment()
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+class _Forked:
+    """A command forked by the server: Popen's interface over its pid and the exit status the server writes."""
+
+    def __init__(self, argv, pid, status_path):
+        self.args, self.pid, self.returncode, self._status = argv, pid, None, status_path
+
+    def poll(self):
+        if self.returncode is None and os.path.exists(self._status):
+            with open(self._status) as handle:
+                self.returncode = int(handle.read())
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self):
+        self.send_signal(15)
+
+    def kill(self):
+        self.send_signal(9)
+
+
+class _Server:
+    """One fork server per test process, started at its first command and stopped with the process."""
+
+    def __init__(self):
+        self._process, self._status_dir, self._lock = None, None, threading.Lock()
+
+    def start(self, argv, cwd, env, stdout, stderr) -> _Forked:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._status_dir = tempfile.mkdtemp(prefix="kd_tf_forkserver_")
+                self._process = subprocess.Popen(
+                    [sys.executable, "-u", os.path.join(ROOT, "tests", "forkserver.py"), self._status_dir],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=_server_environment(),
+                    cwd=ROOT,
+                )
+                atexit.register(self._process.stdin.close)
+            request = {"argv": argv, "cwd": cwd, "env": env, "stdout": stdout, "stderr": stderr}
+            self._process.stdin.write((json.dumps(request) + "\n").encode())
+            self._process.stdin.flush()
+            pid = json.loads(self._process.stdout.readline())["pid"]
+        return _Forked([sys.executable, *argv], pid, os.path.join(self._status_dir, str(pid)))
+
+
+_SERVER = _Server()
 
 
 def wait_for(predicate, timeout=120.0, process=None) -> None:

@@ -4,9 +4,9 @@ import ast
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
+import cli_process
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -114,7 +114,7 @@ def test_dry_run_prints_the_plan_of_every_flagfile_and_writes_nothing(
 def test_dry_run_names_what_is_missing_and_exits_zero_in_a_new_process(tmp_path):
     os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
     os.symlink(os.path.join(ROOT, "run.py"), tmp_path / "run.py")
-    completed = subprocess.run(
+    completed = cli_process.run(
         [
             sys.executable,
             "run.py",
@@ -125,8 +125,6 @@ def test_dry_run_names_what_is_missing_and_exits_zero_in_a_new_process(tmp_path)
         ],
         cwd=tmp_path,
         env=environment(),
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -221,12 +219,10 @@ def test_a_new_method_is_one_new_file_in_the_losses_package(tmp_path):
     environment_here = {**environment(), "PYTHONPATH": str(tmp_path)}
 
     def run_here(*argv):
-        completed = subprocess.run(
+        completed = cli_process.run(
             [sys.executable, "run.py", *tiny.SYNTHETIC, *argv],
             cwd=tmp_path,
             env=environment_here,
-            capture_output=True,
-            text=True,
             timeout=600,
         )
         assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]

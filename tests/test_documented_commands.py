@@ -10,9 +10,9 @@ import fnmatch
 import os
 import re
 import shlex
-import subprocess
 import sys
 
+import cli_process
 import pytest
 import tiny
 from cli_process import ROOT, environment
@@ -260,9 +260,7 @@ def test_documented_commands_run_at_a_tiny_size(group, scratch):
     for command, extra, *expected in GROUPS[group]:
         words = [SUBSTITUTIONS.get(word, word) for word in _words(command)]
         argv = [sys.executable, *words[1:], *extra]
-        completed = subprocess.run(
-            argv, cwd=scratch, env=environment(), capture_output=True, text=True, timeout=600
-        )
+        completed = cli_process.run(argv, cwd=scratch, env=environment(), timeout=600)
         assert completed.returncode == (expected[0] if expected else 0), (
             f"{command} {' '.join(extra)}\nexit {completed.returncode}\n{completed.stdout[-2000:]}\n"
             f"{completed.stderr[-4000:]}"

@@ -3,10 +3,10 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 
+import cli_process
 import pytest
 from cli_process import ROOT, environment
 
@@ -100,12 +100,10 @@ def test_a_new_study_is_one_new_module(tmp_path):
     env = {**environment(), "PYTHONPATH": str(project)}
 
     def run(*extra):
-        return subprocess.run(
+        return cli_process.run(
             [sys.executable, "run.py", *argv, *extra],
             cwd=project,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=300,
         )
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import numpy as np
 import pytest
 from cli_process import ROOT, TINY, check_ok, environment, run_cli, start_cli, wait_for
@@ -214,12 +215,10 @@ def test_a_full_disk_is_one_paragraph_and_the_same_command_resumes_once_there_is
         else:  # no mount (not root): the writer of the second epoch's checkpoint meets a full disk
             filler = os.path.join(disk, "FULL")
             open(filler, "w").close()
-            completed = subprocess.run(
+            completed = cli_process.run(
                 [sys.executable, "-c", FULL_AFTER_ONE_CHECKPOINT, filler, *command],
                 cwd=ROOT,
                 env=environment(),
-                capture_output=True,
-                text=True,
                 timeout=300,
             )
             assert completed.returncode == 2, completed.stderr

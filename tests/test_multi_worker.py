@@ -1,7 +1,7 @@
 """Training across worker processes on loopback, and over two logical CPUs, against one process.
 
 Workers are started the way a user starts them: `python -m kd_tf.launch` (or one `python run.py` per worker
-with its own TF_CONFIG), each a new interpreter. With `--sync_batch_norm` and `--deterministic`, two workers
+with its own TF_CONFIG), each a new process. With `--sync_batch_norm` and `--deterministic`, two workers
 splitting each global batch must train the very model one process trains.
 """
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import keras
 import numpy as np
 import pytest
@@ -34,12 +35,10 @@ LAUNCH = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--"]
 
 def launch_workers(argv, cwd, timeout=240) -> subprocess.CompletedProcess:
     """`python -m kd_tf.launch --workers=2 -- python run.py argv...`: the launcher a user runs."""
-    return subprocess.run(
+    return cli_process.run(
         [*LAUNCH, sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored"],
         cwd=cwd,
         env={**environment(), "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
         timeout=timeout,
     )
 
@@ -144,7 +143,7 @@ def signal_a_worker(argv, output_dir, tmp_path, signum):
     ports = launch.free_ports(2)
     logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
     workers = [
-        subprocess.Popen(
+        cli_process.popen(
             [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={output_dir}"],
             cwd=str(tmp_path),
             env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
@@ -233,12 +232,10 @@ def probes(tmp_path_factory, teacher_dir):
     probe = [sys.executable, os.path.join(ROOT, "tests", "multi_worker_probe.py")]
     for name, command in {"single": probe, "double": [*LAUNCH, *probe]}.items():
         (directory / name).mkdir()
-        completed = subprocess.run(
+        completed = cli_process.run(
             [*command, str(data_dir), teacher_dir, str(directory / name)],
             cwd=str(directory),
             env={**environment(), "PYTHONPATH": ROOT},
-            capture_output=True,
-            text=True,
             timeout=240,
         )
         check_ok(completed)

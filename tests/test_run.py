@@ -3,9 +3,9 @@
 import csv
 import json
 import os
-import subprocess
 import sys
 
+import cli_process
 import numpy as np
 import pytest
 from absl import flags
@@ -146,11 +146,9 @@ def test_bad_runs_are_refused_before_any_work(tmp_path, argv, message):
 
 
 def test_command_line_error_exit_code_and_one_line_message(tmp_path):
-    completed = subprocess.run(
+    completed = cli_process.run(
         [sys.executable, "run.py", "--dataset=imagenet", f"--output_dir={tmp_path}"],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert completed.returncode == 2

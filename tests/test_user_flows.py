@@ -1,4 +1,5 @@
-"""`python run.py` as users run it: a new interpreter per command, so nothing is shared between commands.
+"""`python run.py` as users run it: a new process per command (tests/cli_process.py), so nothing of the project is
+shared between commands.
 
 The two-command flows (teacher, then a student from its directory), the precedence of the flags the user set,
 refused and interrupted `--overwrite`, Ctrl-C, SIGKILL at random moments, and two runs into one directory.
@@ -12,10 +13,10 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
+import cli_process
 import numpy as np
 import pytest
 from cli_process import ROOT, TINY, check_ok, run_cli, start_cli, tiny_ptb, wait_for
@@ -152,12 +153,10 @@ def test_saved_models_load_in_a_new_process_after_import_kd_tf(tmp_path):
     from cli_process import environment
 
     for script in (SAVE_MODELS, LOAD_MODELS):
-        completed = subprocess.run(
+        completed = cli_process.run(
             [sys.executable, "-c", script, str(tmp_path)],
             cwd=ROOT,
             env=environment(),
-            capture_output=True,
-            text=True,
             timeout=300,
         )
         check_ok(completed)
