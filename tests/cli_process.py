@@ -96,7 +96,15 @@ def _forkable(argv, env) -> bool:
     if argv[1].startswith("-") and argv[1] not in ("-m", "-c"):
         return False
     server_env = _server_environment()
-    return all(env.get(name) == server_env.get(name) for name in _START_UP)
+    if any(env.get(name) != server_env.get(name) for name in _START_UP):
+        return False
+    # A `sitecustomize` or `usercustomize` on the command's PYTHONPATH runs at an interpreter's start only.
+    return not any(
+        os.path.exists(os.path.join(entry, f"{hook}.py"))
+        for entry in env.get("PYTHONPATH", "").split(os.pathsep)
+        if entry
+        for hook in ("sitecustomize", "usercustomize")
+    )
 
 
 def _server_environment() -> dict:

@@ -60,6 +60,7 @@ FASHION = [  # generated Fashion-MNIST-format files (240 training images), one e
     "--jobs=1",  # every cell in the run's own process: no worker start-ups (the table path is the same)
 ]
 MAKE_FASHION_TOY = "python -c \"import data.fashion_mnist as f; f.write_toy_data('runs/fashion_mnist_toy')\""
+BENCHMARK = ["--repeats=1", "--xla=off"]
 QUICK = ["--quick", "--progress=none"]
 # A flagfile's values beat `--quick` (a preset), so a documented sweep flagfile is made tiny by `--quick`'s
 # values given as flags, which beat the flagfile's.
@@ -81,7 +82,7 @@ MAKE_TOY_CORPUS = (
 # Each documented command (as its words) -> what the tiny run appends, in the order the runs go.
 GROUPS = {
     "synthetic": [
-        ("python run.py", SYNTHETIC),
+        ("python run.py", [*SYNTHETIC, "--taus=0,0.9"]),  # two of the default's three columns
         (
             "python run.py --flagfile=configs/synthetic_table1.flags",
             [*SYNTHETIC, "--methods=kd", "--taus=0.8"],
@@ -168,11 +169,11 @@ GROUPS = {
         ),
         ("python benchmarks/multi_worker.py", ["--quick"]),
     ],
-    "benchmarks": [
-        ("python benchmarks/throughput.py --quick", ["--pairs", "mlp"]),
+    "benchmarks": [  # one repeat, XLA off (tests/test_benchmarks.py times XLA on and off side by side)
+        ("python benchmarks/throughput.py --quick", ["--pairs", "mlp", *BENCHMARK]),
         (
             "python benchmarks/throughput.py --breakdown --output runs/throughput.md",
-            ["--quick", "--pairs", "mlp"],
+            ["--quick", "--pairs", "mlp", *BENCHMARK],
         ),
     ],
 }
