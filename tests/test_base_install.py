@@ -61,6 +61,7 @@ def base_env(tmp_path_factory):
     return env
 
 
+@pytest.mark.slow
 def test_help_and_the_plan_of_every_flagfile_need_no_extra(base_env, tmp_path):
     helped = run_cli(["--help"], env=base_env)
     assert helped.returncode == 1 and "--dataset" in helped.stdout, helped.stderr[-2000:]
@@ -84,6 +85,7 @@ def test_help_and_the_plan_of_every_flagfile_need_no_extra(base_env, tmp_path):
     assert os.listdir(tmp_path) == ["configs"]  # no run directory, no staging, no lock
 
 
+@pytest.mark.slow
 def test_the_default_run_on_the_base_install(base_env, tmp_path):
     output = tmp_path / "table"
     check_ok(
@@ -96,6 +98,7 @@ def test_the_default_run_on_the_base_install(base_env, tmp_path):
     assert {"results.md", "results.json", "results.csv", "results.png"} <= set(os.listdir(output))
 
 
+@pytest.mark.slow
 def test_a_dataset_that_needs_an_extra_is_refused_with_its_install_command(base_env, tmp_path):
     hint = 'needs scikit-learn, which is not installed (install it with: pip install -e ".[digits]")'
     refused = run_cli(["--dataset=digits", f"--output_dir={tmp_path / 'digits'}"], cwd=tmp_path, env=base_env)

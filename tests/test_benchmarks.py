@@ -38,6 +38,7 @@ def first_losses(pair, xla):
     return {row["variant"]: row["first_step_loss"] for row in pair["rows"] if row["xla"] == xla}
 
 
+@pytest.mark.slow
 def test_every_variant_on_the_mlp_pair(tmp_path):
     output = tmp_path / "throughput.md"
     argv = ["--quick", "--pairs", "mlp", "--variants", ",".join(throughput.VARIANTS), "--xla", "off"]
@@ -60,6 +61,7 @@ def test_every_variant_on_the_mlp_pair(tmp_path):
     assert "online KD / fused floor" in table and "<= 1.10" in table
 
 
+@pytest.mark.slow
 def test_xla_on_and_off_side_by_side():
     variants = ["student", "teacher", "kd"]
     results = throughput.main(["--quick", "--pairs", "mlp", "--variants", ",".join(variants)])
@@ -70,6 +72,7 @@ def test_xla_on_and_off_side_by_side():
     assert first_losses(pair, True)["kd"] == pytest.approx(first_losses(pair, False)["kd"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_resnet_and_awd_lstm_pairs_distil_online_and_offline():
     variants = ["kd", "kd_offline"]
     argv = ["--quick", "--pairs", "resnet,awd_lstm", "--variants", ",".join(variants), "--xla", "off"]

@@ -207,6 +207,7 @@ class KDHalf(KD):
 '''
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_new_file_in_the_losses_package(tmp_path):
     for name in ("kd_tf", "data", "models"):
         shutil.copytree(

@@ -4,6 +4,7 @@ and a full disk's error."""
 import errno
 import os
 
+import pytest
 import tiny
 from absl import flags
 from absl.testing import flagsaver
@@ -32,6 +33,7 @@ def _bytes_under(directory: str) -> int:
     )
 
 
+@pytest.mark.slow
 def test_the_estimate_is_what_a_finished_table_wrote_within_a_fifth(tmp_path):
     argv = [*WIDE, "--methods=kd,student", f"--output_dir={tmp_path / 'table'}"]
     estimate = disk.estimate(_config(argv))

@@ -100,7 +100,10 @@ GROUPS = {
             "python run.py --flagfile=configs/data_efficiency_difficulty.flags",
             QUICK_AS_FLAGS["data_efficiency"],
         ),
-        ("python run.py --flagfile=configs/regime_map.flags", QUICK_AS_FLAGS["regime_map"]),
+        (  # one method at one (T, λ): tests/test_regime_map.py runs the whole quick map
+            "python run.py --flagfile=configs/regime_map.flags",
+            [*QUICK_AS_FLAGS["regime_map"], "--methods=kd", "--grid_temperatures=4"],
+        ),
     ],
     "digits": [
         ("python run.py --flagfile=configs/digits_table.flags", [*DIGITS, *SMALL_RESNETS]),

@@ -85,6 +85,7 @@ def test_every_mode_is_a_registered_experiment_with_its_own_output_and_real_flag
         assert not unknown, (name, unknown)
 
 
+@pytest.mark.slow
 def test_a_new_study_is_one_new_module(tmp_path):
     """Copies the project, adds the study as one module, and runs it through `run.py` in a fresh process:
     its mode, flag, preset and `--quick` value reach the plan, `config.json` and the run."""

@@ -162,6 +162,7 @@ def test_dry_run_lists_a_missing_file_under_missing(tmp_path):
     assert "train-images-idx3-ubyte.gz is missing" in missing
 
 
+@pytest.mark.slow
 def test_a_tiny_table_runs_through_run_py(idx_dir, tmp_path):
     output = tmp_path / "table"
     completed = check_ok(

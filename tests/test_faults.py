@@ -113,6 +113,7 @@ def finished_table(tmp_path_factory):
     return output_dir
 
 
+@pytest.mark.slow
 def test_a_damaged_record_is_an_unfinished_cell_retrained_with_a_warning_naming_it(finished_table, tmp_path):
     output_dir = str(tmp_path / "table")
     shutil.copytree(finished_table, output_dir)
@@ -130,6 +131,7 @@ def test_a_damaged_record_is_an_unfinished_cell_retrained_with_a_warning_naming_
     assert without_times(output_dir) == without_times(finished_table)
 
 
+@pytest.mark.slow
 def test_an_altered_cache_payload_is_named_then_rebuilt_or_refused(finished_table, tmp_path):
     teacher_dir = str(tmp_path / "teacher")
     shutil.copytree(os.path.join(finished_table, "runs", "tau=0.8", "seed=0", "teacher"), teacher_dir)

@@ -288,6 +288,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(c
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_inside_an_epoch_saves_at_the_next_window_and_the_rerun_equals_the_uninterrupted_run(
     corpus, monkeypatch, tmp_path
 ):

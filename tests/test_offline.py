@@ -188,6 +188,7 @@ def test_ptb_kd_topk_student_reads_a_topk_cache_and_matches_the_online_one(tmp_p
     assert results(str(tmp_path / "kd_auto"))[0]["teacher_cache"] is False
 
 
+@pytest.mark.slow
 def test_a_capped_run_distils_online(tmp_path):
     output_dir = str(tmp_path / "capped")
     check_ok(run_cli([*TINY, "--methods=kd", "--steps_per_epoch=2", f"--output_dir={output_dir}"]))

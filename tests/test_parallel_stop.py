@@ -26,6 +26,7 @@ def fail_or_train_deaf_to_one_sigterm(item):
     time.sleep(600)
 
 
+@pytest.mark.slow
 def test_a_worker_that_loses_its_sigterm_does_not_keep_a_stopping_run_waiting():
     start = time.monotonic()
     with pytest.raises(ValueError, match="a failed cell"):

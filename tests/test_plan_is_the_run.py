@@ -111,6 +111,7 @@ def test_a_run_writes_its_plan_as_config_json_before_it_trains(tmp_path, monkeyp
     assert written["methods"]["kd"]["temperature"]["source"] == run_config.DEFAULT
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_of_another_configuration_is_refused_naming_what_changed(tmp_path):
     output_dir = tmp_path / "table"
     argv = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8", "--seeds=0", "--methods=kd"]

@@ -78,6 +78,7 @@ def without_times(path):
     return json.dumps(records, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_deterministic_runs_write_identical_results(tmp_path):
     for name in ("first", "second"):
         run_in_process([*TINY, f"--output_dir={tmp_path / name}"])
@@ -88,6 +89,7 @@ def test_deterministic_runs_write_identical_results(tmp_path):
     assert table == (tmp_path / "second" / "results.md").read_text().split("\n\n", 2)[-1]
 
 
+@pytest.mark.slow
 def test_a_finished_table_is_reused_not_retrained(tmp_path):
     output_dir = tmp_path / "table"
     run_in_process([*TINY, f"--output_dir={output_dir}"])

@@ -252,6 +252,7 @@ def test_an_explicit_multi_step_call_over_several_replicas_is_refused(strategies
         assert options.train_config("student", verbose=0).steps_per_execution == 1
 
 
+@pytest.mark.slow
 def test_a_table_over_several_tasks_averages_each_column_over_tasks_and_seeds(tmp_path):
     output_dir = tmp_path / "tasks"
     run_in_process([*TINY, "--methods=student", "--task_seeds=0,3", f"--output_dir={output_dir}"])

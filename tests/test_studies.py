@@ -169,6 +169,7 @@ def test_a_snapshot_equals_a_separate_shorter_run(tmp_path):
 QUICK = ["--quick", "--progress=none"]
 
 
+@pytest.mark.slow
 def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "efficiency")
     run_in_process(["--mode=data_efficiency", *QUICK, f"--output_dir={output_dir}"])
@@ -220,6 +221,7 @@ def test_quick_data_efficiency_grid_is_complete_and_resumes(tmp_path):
     assert sorted(os.listdir(os.path.dirname(lost))) == ["history.csv", "record.json"]
 
 
+@pytest.mark.slow
 def test_quick_sweet_spot_grid_is_complete_and_resumes(tmp_path):
     output_dir = str(tmp_path / "sweet")
     run_in_process(["--mode=sweet_spot", *QUICK, f"--output_dir={output_dir}"])

@@ -53,6 +53,7 @@ def synthetic_teacher(tmp_path_factory):
     return teacher_dir
 
 
+@pytest.mark.slow
 def test_a_student_distils_from_a_teacher_saved_by_another_process(synthetic_teacher, tmp_path):
     # KD-sim loads the teacher (its cosine-logit layer) and reads its class vectors.
     completed = check_ok(
@@ -149,6 +150,7 @@ for name in ("mlp", "resnet20", "resnet50", "awd_lstm"):
 """
 
 
+@pytest.mark.slow
 def test_saved_models_load_in_a_new_process_after_import_kd_tf(tmp_path):
     from cli_process import environment
 
@@ -199,6 +201,7 @@ def test_a_cifar_resnet_teacher_saved_by_the_runner_teaches_in_another_process(t
     assert record["method"] == "kd_topk" and record["hyperparameters"]["topk"] == 3
 
 
+@pytest.mark.slow
 def test_ptb_teacher_then_kd_topk_student_in_two_processes(tmp_path):
     tiny = tiny_ptb(tmp_path / "ptb")
     teacher_dir, student_dir = str(tmp_path / "teacher"), str(tmp_path / "student")
@@ -232,6 +235,7 @@ def finished_table(tmp_path_factory):
     return output_dir
 
 
+@pytest.mark.slow
 def test_a_refused_overwrite_leaves_the_results_byte_identical(finished_table):
     before = snapshot(finished_table)
     completed = run_cli(
@@ -357,6 +361,7 @@ def _event_tags(directory) -> set:
     return tags
 
 
+@pytest.mark.slow
 def test_a_table_writes_training_curves_and_paper_labels(tmp_path):
     output_dir = tmp_path / "table"
     check_ok(run_cli([*TINY, "--methods=kd_pt", f"--output_dir={output_dir}"]))
