@@ -37,10 +37,18 @@ def strategies():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The `slow` tests at the head of each half of the run, half of them in each: `--dist worksteal`
+    """The `slow` tests at the head of each half of the run, about half of them in each: `--dist worksteal`
     (pyproject.toml) gives each of two workers one contiguous half and lets an idle worker take the tail of
-    the other's queue, so the long tests start early on both workers and the short ones fill the end."""
+    the other's queue, so the long tests start early on both workers and the short ones fill the end. A
+    module's slow tests stay together, so that its module-scoped fixtures (a table trained once for several
+    checks) are built once, not again each time the worker comes back to the module."""
     slow = [item for item in items if item.get_closest_marker("slow")]
     fast = [item for item in items if not item.get_closest_marker("slow")]
+    by_module = {}
+    for item in slow:
+        by_module.setdefault(item.module.__name__, []).append(item)
+    halves = ([], [])
+    for group in sorted(by_module.values(), key=len, reverse=True):
+        min(halves, key=len).extend(group)
     half = len(fast) // 2
-    items[:] = slow[0::2] + fast[:half] + slow[1::2] + fast[half:]
+    items[:] = halves[0] + fast[:half] + halves[1] + fast[half:]

@@ -99,7 +99,6 @@ def _strict_json(path):
         return json.load(handle, parse_constant=refuse)
 
 
-@pytest.mark.slow
 def test_every_figure_is_written_small_and_listed(runs):
     figures_dir = os.path.join(runs["plain"], "figures")
     expected = {"figure1_high_temperature_seed=0.png", "figure3_tau=0.9.png", "figure1_tau=0.0_seed=0.png"}

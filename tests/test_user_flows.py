@@ -53,7 +53,6 @@ def synthetic_teacher(tmp_path_factory):
     return teacher_dir
 
 
-@pytest.mark.slow
 def test_a_student_distils_from_a_teacher_saved_by_another_process(synthetic_teacher, tmp_path):
     # KD-sim loads the teacher (its cosine-logit layer) and reads its class vectors.
     completed = check_ok(
