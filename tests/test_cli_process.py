@@ -7,6 +7,12 @@ import subprocess
 import sys
 
 import cli_process
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("KD_TF_TESTS_SPAWN") == "1",
+    reason="compares the fork server, which this setting turns off",
+)
 
 # What a process can tell of its own start: its argv, path head, modules, environment, exit and shutdown.
 PROBE = r"""
