@@ -10,6 +10,7 @@ interpreter per command instead; so does a command whose interpreter options or 
 import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,10 +139,10 @@ class _Forked:
             os.kill(self.pid, signum)
 
     def terminate(self):
-        self.send_signal(15)
+        self.send_signal(signal.SIGTERM)
 
     def kill(self):
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
 
 class _Server:

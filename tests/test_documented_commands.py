@@ -15,7 +15,7 @@ import sys
 import cli_process
 import pytest
 import tiny
-from cli_process import ROOT, environment
+from cli_process import ROOT
 
 from kd_tf.repro import experiments
 
@@ -251,7 +251,7 @@ def scratch(tmp_path):
     return tmp_path
 
 
-# Each group but the dry run starts several processes that train: 45–160 s a group on two cores.
+# Each group but the dry run starts several processes that train: 25–85 s a group on two cores.
 SLOW_GROUPS = set(GROUPS) - {"dry_run"}
 
 
@@ -264,7 +264,7 @@ def test_documented_commands_run_at_a_tiny_size(group, scratch):
     for command, extra, *expected in GROUPS[group]:
         words = [SUBSTITUTIONS.get(word, word) for word in _words(command)]
         argv = [sys.executable, *words[1:], *extra]
-        completed = cli_process.run(argv, cwd=scratch, env=environment(), timeout=600)
+        completed = cli_process.run(argv, cwd=scratch, timeout=600)
         assert completed.returncode == (expected[0] if expected else 0), (
             f"{command} {' '.join(extra)}\nexit {completed.returncode}\n{completed.stdout[-2000:]}\n"
             f"{completed.stderr[-4000:]}"
