@@ -8,6 +8,7 @@ interpreter per command instead; so does a command whose interpreter options or 
 """
 
 import atexit
+import itertools
 import json
 import os
 import signal
@@ -150,6 +151,7 @@ class _Server:
 
     def __init__(self):
         self._process, self._status_dir, self._lock = None, None, threading.Lock()
+        self._requests = itertools.count()
 
     def start(self, argv, cwd, env, stdout, stderr) -> _Forked:
         with self._lock:
@@ -163,11 +165,19 @@ class _Server:
                     cwd=ROOT,
                 )
                 atexit.register(self._process.stdin.close)
-            request = {"argv": argv, "cwd": cwd, "env": env, "stdout": stdout, "stderr": stderr}
+            request_id = next(self._requests)
+            request = {
+                "id": request_id,
+                "argv": argv,
+                "cwd": cwd,
+                "env": env,
+                "stdout": stdout,
+                "stderr": stderr,
+            }
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
             pid = json.loads(self._process.stdout.readline())["pid"]
-        return _Forked([sys.executable, *argv], pid, os.path.join(self._status_dir, str(pid)))
+        return _Forked([sys.executable, *argv], pid, os.path.join(self._status_dir, str(request_id)))
 
 
 _SERVER = _Server()

@@ -3,9 +3,11 @@ project, and forks a child per command the tests run: `python SCRIPT ARGS`, `pyt
 `python -c CODE ARGS`. TensorFlow's import is most of a command's start-up (about 5 s here); the project's own
 modules, flags and Keras registrations are imported fresh in each child, as in a new interpreter.
 
-Protocol (one JSON object a line): the parent writes `{"argv", "cwd", "env", "stdout", "stderr"}` to stdin, the
-server answers `{"pid": N}` on stdout, and once the child has ended writes its exit status (Popen's
-convention: the code, or minus the signal) to `STATUS_DIR/N`. The child runs in the server's place: its
+Protocol (one JSON object a line): the parent writes `{"id", "argv", "cwd", "env", "stdout", "stderr"}` to
+stdin, the server answers `{"pid": N}` on stdout, and once the child has ended writes its exit status (Popen's
+convention: the code, or minus the signal) to `STATUS_DIR/ID`. The status is named by the request's id, never
+by the pid: pids are reused (TensorFlow's threads take them from the same range), and an earlier child's
+status under the same pid would end the wait for a child that has not yet started. The child runs in the server's place: its
 uncaught exception prints a traceback and exits 1, `sys.exit(code)` exits `code`, atexit handlers and
 non-daemon threads are finished by the interpreter's own shutdown.
 """
@@ -23,6 +25,8 @@ import numpy  # noqa: E402,F401
 import tensorflow  # noqa: E402,F401
 from absl import app, flags, logging  # noqa: E402,F401
 
+_CHILDREN = {}  # pid -> request id, for the children not yet reaped
+
 
 def _reap() -> None:
     while True:
@@ -33,10 +37,11 @@ def _reap() -> None:
         if pid == 0:
             return
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        partial = os.path.join(STATUS_DIR, f".{pid}")
+        name = _CHILDREN.pop(pid)
+        partial = os.path.join(STATUS_DIR, f".{name}")
         with open(partial, "w") as handle:
             handle.write(str(code))
-        os.replace(partial, os.path.join(STATUS_DIR, str(pid)))
+        os.replace(partial, os.path.join(STATUS_DIR, name))
 
 
 def _serve() -> dict:
@@ -54,6 +59,7 @@ def _serve() -> dict:
         pid = os.fork()
         if pid == 0:
             return request
+        _CHILDREN[pid] = str(request["id"])
         sys.stdout.write(json.dumps({"pid": pid}) + "\n")
         sys.stdout.flush()
 

@@ -66,3 +66,18 @@ def test_a_forked_command_takes_signals_and_a_start_up_hook_gets_a_new_interpret
     hooked = {**cli_process.environment(), "PYTHONPATH": str(tmp_path)}
     assert not cli_process._forkable([sys.executable, "-c", "pass"], hooked)
     assert not cli_process._forkable([sys.executable, "-X", "dev", "-c", "pass"], cli_process.environment())
+
+
+def test_a_status_left_under_a_reused_pid_does_not_end_the_wait_for_a_new_command():
+    """Pids are reused within a run (TensorFlow's threads take them from the same range): an exit status the
+    server wrote for an earlier child with the same pid must not be taken for the new child's."""
+    process = cli_process.popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stale = os.path.join(cli_process._SERVER._status_dir, str(process.pid))
+    with open(stale, "w") as handle:  # what an earlier child with this pid would have left
+        handle.write("0")
+    try:
+        assert process.poll() is None
+        process.kill()
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        os.remove(stale)
