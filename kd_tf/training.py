@@ -78,7 +78,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, precision: str):
 class BestValidation(keras.callbacks.Callback):
     """Keeps the student weights of the epoch with the best validation accuracy (the paper's selection).
 
-    Its state is written to `state_path` every epoch so that a resumed run keeps its best-so-far.
+    Its state is written to `state_path` every epoch so that a resumed run keeps its best-so-far: the weights
+    to `STATE.npz`, and `STATE.json` with their accuracy, epoch and SHA-256. New weights go first to
+    `STATE.pending.npz`, then the state naming them, then the rename onto `STATE.npz`: a kill between any two
+    steps leaves the old pair or the new one (a resume finishes a rename the kill cut off).
     """
 
     def __init__(self, model_to_keep: keras.Model, state_path: str | None = None):
@@ -86,11 +89,16 @@ class BestValidation(keras.callbacks.Callback):
         self.model_to_keep = model_to_keep
         self.state_path = state_path
         self.best_accuracy, self.best_epoch, self.best_weights = -1.0, -1, None
+        self._sha256 = None  # of the stored weights
         if state_path and os.path.exists(state_path + ".json"):
             state = read_json(state_path + ".json")
             self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
-            weights_path = state_path + ".npz"
-            verify_sha256(weights_path, state.get("sha256"))
+            weights_path, expected = state_path + ".npz", state.get("sha256")
+            pending = state_path + ".pending.npz"
+            if expected and os.path.exists(pending) and sha256_of_file(pending) == expected:
+                os.replace(pending, weights_path)  # the state was written, its rename was not
+            verify_sha256(weights_path, expected)
+            self._sha256 = expected
             try:
                 with np.load(weights_path) as stored:
                     self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]
@@ -101,23 +109,26 @@ class BestValidation(keras.callbacks.Callback):
         accuracy = (logs or {}).get("val_accuracy")
         if accuracy is None:
             raise ValueError("BestValidation needs validation data (no val_accuracy in the logs).")
-        if accuracy > self.best_accuracy:
+        improved = accuracy > self.best_accuracy
+        if improved:
             self.best_accuracy, self.best_epoch = float(accuracy), epoch
             self.best_weights = [np.array(w) for w in self.model_to_keep.get_weights()]
             if self.state_path:
-                with replaced_atomically(self.state_path + ".npz") as temporary:
+                with replaced_atomically(self.state_path + ".pending.npz") as temporary:
                     np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
                     self._sha256 = sha256_of_file(temporary)
         if self.state_path:
             state = {"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}
-            if getattr(self, "_sha256", None):
+            if self._sha256:
                 state["sha256"] = self._sha256
             atomic_write_text(self.state_path + ".json", json.dumps(state))
+            if improved:
+                os.replace(self.state_path + ".pending.npz", self.state_path + ".npz")
 
     @staticmethod
     def forget(state_path: str) -> None:
         """Removes a stored best-so-far (its epoch's checkpoint is gone, so a new run must not inherit it)."""
-        for suffix in (".json", ".npz"):
+        for suffix in (".json", ".npz", ".pending.npz"):
             if os.path.exists(state_path + suffix):
                 os.remove(state_path + suffix)
 

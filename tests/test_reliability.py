@@ -189,3 +189,45 @@ def test_a_ctrl_c_that_python_discarded_still_stops_training_at_the_epoch_end(mo
             callbacks=[record, runtime.StopOnInterrupt()],
         )
     assert epochs_seen == [0]
+
+
+class _Killed(BaseException):
+    """A SIGKILL at a chosen moment: nothing after it runs (not even `except Exception` handlers)."""
+
+
+def test_a_kill_at_any_step_of_storing_a_new_best_resumes_with_the_old_best_or_the_new(tmp_path, monkeypatch):
+    """The best-so-far is a weights file and a state file naming its SHA-256: a kill between their writes must
+    leave a pair a resume reads (the old best or the new one), never a mismatch that restarts the run."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    old, new = model.get_weights(), [w + 1.0 for w in model.get_weights()]
+    real_replace = os.replace
+    outcomes = set()
+    for kill_at in range(1, 10):
+        state = str(tmp_path / f"kill{kill_at}" / "best")
+        os.makedirs(os.path.dirname(state))
+        model.set_weights(old)
+        training.BestValidation(model, state).on_epoch_end(0, {"val_accuracy": 0.5})
+        model.set_weights(new)
+        calls = 0
+
+        def replace(source, target, kill_at=kill_at):
+            nonlocal calls
+            calls += 1
+            if calls == kill_at:
+                raise _Killed
+            real_replace(source, target)
+
+        monkeypatch.setattr(os, "replace", replace)
+        try:
+            training.BestValidation(model, state).on_epoch_end(1, {"val_accuracy": 0.75})
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.setattr(os, "replace", real_replace)
+        resumed = training.BestValidation(model, state)
+        kept = (resumed.best_epoch, resumed.best_accuracy, [w.tolist() for w in resumed.best_weights])
+        assert kept in ((0, 0.5, [w.tolist() for w in old]), (1, 0.75, [w.tolist() for w in new])), kill_at
+        outcomes.add(kept[0])
+        if finished:
+            break
+    assert outcomes == {0, 1} and calls < kill_at  # kills landed before and after the new state, then none

@@ -19,7 +19,7 @@ from kd_tf.io import DamagedFileError, atomic_write_text, read_json
 
 RECORD = "record.json"
 # What a finished cell no longer needs: its epoch checkpoints and best-so-far state (`training.train`).
-_RESUME_STATE = ("backup", "best.json", "best.npz")
+_RESUME_STATE = ("backup", "best.json", "best.npz", "best.pending.npz")
 
 
 def finished(directory: str) -> dict | None:
