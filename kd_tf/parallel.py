@@ -1,7 +1,10 @@
 """Independent trainings in worker processes: `--jobs` cells of a table or sweep at a time.
 
-Each worker is a new interpreter (`spawn`) that imports TensorFlow once and trains the cells it is handed,
-its thread pools sized so that jobs × threads stays within the machine's cores. Cells share nothing in memory:
+The workers are forked from one server process (`multiprocessing`'s `forkserver`), started at the run's first
+pool, that has imported TensorFlow, Keras and the project and nothing else: no TensorFlow runtime, no device,
+no thread pool, so each fork is safe and starts in a fraction of a second, the libraries' memory shared. A
+worker sizes its thread pools so that jobs × threads stays within the machine's cores and trains the cells
+it is handed. Cells share nothing in memory:
 each reads its data and teacher from disk and writes its own run directory, as a rerun would, so a cell gives
 the same record whichever process trains it.
 """
@@ -12,6 +15,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -27,8 +31,13 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
-def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool, parent: int) -> None:
-    _die_with(parent)
+# What the pool's server imports before it forks a worker: libraries and the project's modules, nothing that
+# starts TensorFlow's runtime or probes a device (CUDA cannot be forked once initialised).
+PRELOAD = ("tensorflow", "keras", "kd_tf", "data", "models")
+
+
+def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool, run: int) -> None:
+    _die_with_run(run)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     with _quiet(quiet):
         import keras
@@ -47,17 +56,37 @@ def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool
     keras.mixed_precision.set_global_policy(precision)
 
 
-def _die_with(parent: int) -> None:
-    """Has the kernel kill this worker when the run's process dies, however it dies (a SIGKILLed run must
-    not leave workers writing into its directory; Linux `PR_SET_PDEATHSIG`)."""
+def _die_with_run(run: int) -> None:
+    """Kills this worker when the run's process ends, however it ends: a SIGKILLed run must not leave workers
+    writing into its directory. The worker's parent is the pool's server, which outlives the run while any
+    worker lives, so a thread waits on the run itself: on its pid file descriptor (Linux ≥ 5.3), which turns
+    readable when the process ends, or else by polling its pid."""
     try:
-        import ctypes
+        handle = os.pidfd_open(run)
+    except ProcessLookupError:
+        os._exit(1)  # the run was gone before this worker started
+    except (AttributeError, OSError):
+        handle = None
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent was gone before the request took effect
-        os._exit(1)
+    def watch():
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(run):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-run", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -85,17 +114,21 @@ def run_unordered(
     precision: str,
     quiet: bool = True,
     then: Callable[[object, object], Iterable] | None = None,
+    start_method: str = "forkserver",
 ) -> Iterator:
     """`function(item)` for every item in `jobs` worker processes; yields `(item, result)` as each finishes.
 
     `then(item, result)`, when given, returns the items that may start once `item` has finished (a teacher's
     students); they run in the same workers, after the items already waiting. An exception in a cell is
-    raised here (the other cells stop); Ctrl-C stops every worker.
+    raised here (the other cells stop); Ctrl-C stops every worker. `start_method` is `multiprocessing`'s
+    (`"spawn"`: every worker a new interpreter, as `benchmarks/pool_start.py` compares).
     """
     items = list(items)
     if not items:
         return
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(list(PRELOAD))
     initargs = (threads_per_job(jobs), deterministic, precision, quiet, os.getpid())
     pool = context.Pool(jobs, initializer=_start_worker, initargs=initargs)
     finished = queue.SimpleQueue()
