@@ -1,9 +1,13 @@
-"""The pool's end: every worker goes, even one that loses its first SIGTERM (`kd_tf.parallel._stop`)."""
+"""The pool's server and end: its preloaded modules leave TensorFlow's runtime unstarted (a worker forked from
+it sets its own threads), and every worker goes, even one that loses its first SIGTERM
+(`kd_tf.parallel._stop`)."""
 
 import os
 import signal
+import sys
 import time
 
+import cli_process
 import pytest
 
 from kd_tf import parallel
@@ -39,3 +43,22 @@ def test_a_worker_that_loses_its_sigterm_does_not_keep_a_stopping_run_waiting():
         ):
             pass
     assert time.monotonic() - start < 120  # `Pool.terminate` alone waited for the deaf worker forever
+
+
+def test_the_pool_server_preloads_nothing_that_starts_tensorflows_runtime():
+    """Forking is safe only before TensorFlow's runtime starts (its thread pools, CUDA): after the server's
+    imports, a process can still size its thread pools, which TensorFlow refuses once the runtime is up."""
+    code = (
+        "import importlib, sys; from kd_tf import parallel\n"
+        "for name in parallel.PRELOAD: importlib.import_module(name)\n"
+        "import tensorflow as tf\n"
+        "tf.config.threading.set_intra_op_parallelism_threads(1)\n"
+        "tf.config.threading.set_inter_op_parallelism_threads(1)\n"
+        "tf.constant(1.0)  # the runtime starts here, after the threads were sized\n"
+        "try:\n"
+        "    tf.config.threading.set_inter_op_parallelism_threads(2)\n"
+        "except RuntimeError:\n"
+        "    print('refused once started')\n"
+    )
+    completed = cli_process.check_ok(cli_process.run([sys.executable, "-c", code]))
+    assert completed.stdout.strip() == "refused once started"
