@@ -110,6 +110,26 @@ def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
     assert again.returncode != 0 and "already holds results" in again.stderr
 
 
+@pytest.mark.slow
+def test_the_map_distils_online_where_the_user_turns_the_teacher_cache_off(tmp_path):
+    output_dir = tmp_path / "online"
+    small = ["--train_sizes=128", "--taus=0.8", "--methods=kd", "--grid_temperatures=4"]
+    argv = [
+        "--mode=regime_map",
+        "--quick",
+        *small,
+        "--teacher_cache=off",
+        "--jobs=1",
+        f"--output_dir={output_dir}",
+    ]
+    done = run_cli(argv, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.load(open(output_dir / "results.json"))["records"]
+    assert [r["method"] for r in records] == ["student", "kd"]
+    assert not any(r["teacher_cache"] for r in records)  # the teacher ran at every step of every student
+    assert not any("teacher_cache" in dirs for _, dirs, _ in os.walk(output_dir))  # and nothing was cached
+
+
 def test_the_maps_grid_is_a_preset_that_a_users_value_replaces():
     plan = run_cli(["--mode=regime_map", "--dry_run", "--seeds=4,5,6"])
     assert plan.returncode == 0, plan.stderr

@@ -2,7 +2,8 @@
 
 The grid is training-set size × student width × task difficulty (`--task_kind=per_class_sine`, its label
 non-linearity measured) × τ × task seed. Each (size, difficulty, τ, seed) trains one teacher on its `n`
-examples and caches its outputs; every student of that group distils from the cache: the hard-label
+examples and caches its outputs (as `--teacher_cache` and `--teacher_cache_max_mb` allow: `auto`, the default,
+caches; `off` distils online); every student of that group distils from the cache: the hard-label
 Student, then each method at every (T, λ) of a small grid, the one with the best validation accuracy standing
 for the method in that cell. The claims, each a heatmap over (difficulty, size) × width, mean over seeds:
 
@@ -31,7 +32,9 @@ class RegimeMapConfig:
     `data_options` are the synthetic task's options shared by every cell (sizes of the validation and test
     splits, the geometry, `task_kind`); a cell sets `train_examples`, `difficulty`, `tau` and `task_seed`
     (the seed: each seed is its own task, and its own data and initialisations). Every student trains for
-    `student_steps` steps whatever `n`, with `evaluations` validation checks (the best is kept).
+    `student_steps` steps whatever `n`, with `evaluations` validation checks (the best is kept). Students
+    distil from a cache of their teacher's logits where `teacher_cache` and `teacher_cache_max_mb` allow
+    (`kd_tf.offline.wanted`), else from the teacher online.
     """
 
     train_sizes: Sequence[int]
@@ -54,6 +57,8 @@ class RegimeMapConfig:
     hyperparameters: dict
     method_overrides: dict
     precision: str = "float32"
+    teacher_cache: str = "auto"
+    teacher_cache_max_mb: float = float("inf")
 
     def __post_init__(self):
         if "student" in self.methods:
@@ -117,7 +122,7 @@ class _Teacher:
     arrays: synthetic.SyntheticArrays
     model: object
     record: dict
-    cache_dir: str
+    cache_dirs: list[str] | None  # where its students read its cached outputs; `None`: they distil online
     measures: dict
 
 
@@ -132,19 +137,21 @@ def _data_options(config: RegimeMapConfig, cell: dict) -> dict:
 
 
 def _prepare_teacher(config: RegimeMapConfig, cell: dict, directory: str) -> _Teacher:
-    """Trains (or reuses) the group's teacher on its `n` examples, with its outputs cached for the students."""
+    """Trains (or reuses) the group's teacher on its `n` examples, its outputs cached for the students where
+    the config's cache policy allows."""
     data_options = _data_options(config, cell)
     seed = cell["seed"]
     arrays = synthetic.arrays(**data_options, seed=seed)
     keras.utils.set_random_seed(seed)  # before the pipeline: the seed enters its shuffle order
     splits = synthetic.splits(arrays, config.teacher_train.batch_size, seed)
-    study = sweeps.teacher_spec(config, teacher_cache="on")
+    study = sweeps.teacher_spec(config, config.teacher_cache, config.teacher_cache_max_mb)
     record, model = trainers.train_teacher(study, splits, data_options, seed, directory)
+    cached = offline.wanted(config.teacher_cache, splits, config.teacher_cache_max_mb)
     return _Teacher(
         arrays=arrays,
         model=model,
         record=record,
-        cache_dir=os.path.join(directory, offline.CACHE_DIR),
+        cache_dirs=[os.path.join(directory, offline.CACHE_DIR)] if cached else None,
         measures=synthetic.measures(data_options, seed),
     )
 
@@ -176,7 +183,7 @@ def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, director
         precision=config.precision,
         seed=cell["seed"],
         run_dir=directory,
-        cache_dirs=[teacher.cache_dir],
+        cache_dirs=teacher.cache_dirs,
     )
     return {
         **cell,

@@ -160,9 +160,12 @@ def teacher_line(label: str, record: dict, measures: dict) -> str:
     return f"teacher {label}: test accuracy {accuracy:.2f}%; {synthetic.describe_measures(measures)}"
 
 
-def teacher_spec(config, teacher_cache: str = "off") -> trainers.TeacherSpec:
+def teacher_spec(
+    config, teacher_cache: str = "off", teacher_cache_max_mb: float = float("inf")
+) -> trainers.TeacherSpec:
     """The teacher of a sweep's `config` (its model, options, training and precision) on the synthetic task,
-    its outputs cached for its students when `teacher_cache` says so (`kd_tf.offline.MODES`)."""
+    its outputs cached for its students when `teacher_cache` and `teacher_cache_max_mb` say so
+    (`kd_tf.offline.wanted`)."""
     return trainers.TeacherSpec(
         dataset="synthetic",
         model=config.teacher_model,
@@ -170,6 +173,7 @@ def teacher_spec(config, teacher_cache: str = "off") -> trainers.TeacherSpec:
         train=config.teacher_train,
         precision=config.precision,
         cache=teacher_cache,
+        cache_max_mb=teacher_cache_max_mb,
     )
 
 

@@ -99,6 +99,8 @@ class RegimeMap(sweeps.SweepExperiment):
             data_options=options.data_options(),
             student_steps=sweep.student_steps,
             evaluations=sweep.evaluations,
+            teacher_cache=options.teacher_cache(),
+            teacher_cache_max_mb=config.runtime.teacher_cache_max_mb,
             **sweeps.models_and_training(options),
         )
 
