@@ -158,7 +158,9 @@ class _Checker:
     def _check_teacher_cache(self) -> None:
         """`--teacher_cache=on`: refused where students would still run their teacher at every step."""
         config = self.config
-        if config.runtime.strategy not in OFFLINE_STRATEGIES:
+        if not experiments.get(config.mode).teacher_cache:
+            reason = f"--mode={config.mode} distils its students from their teachers online"
+        elif config.runtime.strategy not in OFFLINE_STRATEGIES:
             reason = f"--strategy={config.runtime.strategy} distils online"
         elif config.runtime.steps_per_epoch:
             reason = "--steps_per_epoch caps the epochs, which then see other examples than a cache holds"

@@ -47,6 +47,8 @@ class Experiment:
             results, `config.json` written before training).
         multi_worker: whether it trains across workers (`--strategy=multi_worker_mirrored`).
         task_seeds: whether it averages over several synthetic tasks (`--task_seeds`).
+        teacher_cache: whether its students can distil from a cache of their teacher's outputs
+            (`--teacher_cache`; where not, `--teacher_cache=on` is refused).
         presets: flag name -> the value it takes when the user did not set it (above a dataset's preset).
         quick: flag name -> its value under `--quick` (above `presets`, below what the user set).
         group: the `Config` group of flags it reads of its own ("sweeps", "analysis"), shown by the plan.
@@ -62,6 +64,7 @@ class Experiment:
     writes: ClassVar[bool] = True
     multi_worker: ClassVar[bool] = False
     task_seeds: ClassVar[bool] = False
+    teacher_cache: ClassVar[bool] = True
     presets: ClassVar[Mapping] = {}
     quick: ClassVar[Mapping] = {}
     group: ClassVar[str | None] = None

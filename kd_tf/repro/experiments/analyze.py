@@ -26,6 +26,7 @@ flags.DEFINE_string("figures_dir", None, "--mode=analyze: where figures go (defa
 @register
 class Analyze(Experiment):
     name = "analyze"
+    teacher_cache = False  # its students distil from their teachers online
     rank = 4
     help = "figures and numbers from a finished table run"
     writes = False

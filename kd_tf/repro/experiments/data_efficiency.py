@@ -26,6 +26,7 @@ flags.register_validator(
 @register
 class DataEfficiency(sweeps.SweepExperiment):
     name = "data_efficiency"
+    teacher_cache = False  # its students distil from their teachers online
     rank = 5
     help = "accuracy against training-set size (Phuong & Lampert 2019)"
     # It compares well-separated classes with near-duplicate ones, and its teacher is linear: the task's

@@ -24,6 +24,7 @@ for _name in ("teacher_batch_sizes", "teacher_epoch_grid"):
 @register
 class SweetSpot(sweeps.SweepExperiment):
     name = "sweet_spot"
+    teacher_cache = False  # its students distil from their teachers online
     rank = 6
     help = "teachers over batch size x epochs and the KD students they give"
     # It needs super-class structure to measure, and its correlations are over grid cells, each a mean over
