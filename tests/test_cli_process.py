@@ -36,6 +36,7 @@ def both(argv, cwd, env):
     return forked, spawned
 
 
+@pytest.mark.slow  # four new interpreters beside the forked commands
 def test_a_forked_command_starts_ends_and_fails_as_in_a_new_interpreter(tmp_path):
     real = tmp_path / "real"
     real.mkdir()

@@ -45,6 +45,7 @@ def test_a_worker_that_loses_its_sigterm_does_not_keep_a_stopping_run_waiting():
     assert time.monotonic() - start < 120  # `Pool.terminate` alone waited for the deaf worker forever
 
 
+@pytest.mark.slow  # about 5 s: the imports of the pool server, then a TensorFlow runtime
 def test_the_pool_server_preloads_nothing_that_starts_tensorflows_runtime():
     """Forking is safe only before TensorFlow's runtime starts (its thread pools, CUDA): after the server's
     imports, a process can still size its thread pools, which TensorFlow refuses once the runtime is up."""
