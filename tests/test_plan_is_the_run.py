@@ -92,6 +92,15 @@ def test_a_value_the_user_set_beats_quick_and_the_mode_preset(tmp_path):
     assert sweep.batch_sizes == [32, 128]  # the rest of --quick stays
 
 
+@pytest.mark.parametrize("mode", experiments.names())
+def test_the_plan_says_off_for_the_teacher_cache_of_a_mode_that_distils_online(mode, tmp_path):
+    config = _config([f"--mode={mode}", "--teacher_dir=/t", f"--output_dir={tmp_path}"])
+    if experiments.get(mode).teacher_cache:
+        assert (config.runtime.teacher_cache, config.sources["teacher_cache"]) == ("auto", run_config.DEFAULT)
+    else:
+        assert (config.runtime.teacher_cache, config.sources["teacher_cache"]) == ("off", run_config.PRESET)
+
+
 def test_a_run_writes_its_plan_as_config_json_before_it_trains(tmp_path, monkeypatch):
     argv = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8", "--seeds=0", "--methods=kd"]
     argv += [f"--output_dir={tmp_path / 'table'}"]

@@ -130,6 +130,7 @@ BAD_RUNS = [
     (["--teacher_cache=on", "--strategy=multi_worker_mirrored"], "multi_worker_mirrored distils online"),
     (["--teacher_cache=on", "--steps_per_epoch=2"], "--steps_per_epoch caps the epochs"),
     (["--mode=sweet_spot", "--teacher_cache=on"], "--mode=sweet_spot distils its students from their teach"),
+    (["--mode=data_efficiency", "--teacher_cache=auto"], "leave --teacher_cache unset, or off"),
     (["--dataset=ptb", "--data_dir=/"], "--dataset=ptb runs with --mode=teacher or --mode=student, not"),
     (
         ["--dataset=ptb", "--mode=teacher", "--data_dir=/", "--strategy=multi_worker_mirrored"],

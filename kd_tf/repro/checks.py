@@ -118,6 +118,11 @@ class _Checker:
                 f"--jobs={config.runtime.jobs} trains cells in separate processes, which --strategy="
                 f"{config.runtime.strategy} cannot span: use --jobs=1 with it."
             )
+        if not mode.teacher_cache and config.runtime.teacher_cache != "off":
+            raise UserError(
+                f"--teacher_cache={config.runtime.teacher_cache}: --mode={config.mode} distils its students "
+                "from their teachers online; leave --teacher_cache unset, or off."
+            )
         if config.runtime.teacher_cache == "on":
             self._check_teacher_cache()
         mode.check(config, self._missing)
@@ -158,9 +163,7 @@ class _Checker:
     def _check_teacher_cache(self) -> None:
         """`--teacher_cache=on`: refused where students would still run their teacher at every step."""
         config = self.config
-        if not experiments.get(config.mode).teacher_cache:
-            reason = f"--mode={config.mode} distils its students from their teachers online"
-        elif config.runtime.strategy not in OFFLINE_STRATEGIES:
+        if config.runtime.strategy not in OFFLINE_STRATEGIES:
             reason = f"--strategy={config.runtime.strategy} distils online"
         elif config.runtime.steps_per_epoch:
             reason = "--steps_per_epoch caps the epochs, which then see other examples than a cache holds"

@@ -239,6 +239,8 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
     preset = datasets.facts(flag_values.dataset).preset
     quick = dict(experiment.quick) if flag_values.quick else {}
     preset_flags = {**preset.get("flags", {}), **experiment.presets, **quick}
+    if not experiment.teacher_cache:  # its students distil online: the plan says so
+        preset_flags["teacher_cache"] = "off"
 
     def value(name: str):
         if name in preset_flags and name not in set_by_user:
@@ -334,22 +336,7 @@ def from_flags(flag_values, argv: list[str] | None = None) -> Config:
         method_overrides=_frozen(method_overrides),
         explicit_overrides=_frozen({method: _frozen(values) for method, values in explicit.items()}),
         teacher_label_smoothing=flag_values.teacher_label_smoothing,
-        runtime=Runtime(
-            precision=flag_values.precision,
-            strategy=flag_values.strategy,
-            tpu=flag_values.tpu,
-            collective_timeout=flag_values.collective_timeout,
-            cpu_devices=flag_values.cpu_devices,
-            sync_batch_norm=flag_values.sync_batch_norm,
-            jobs=flag_values.jobs,
-            teacher_cache=flag_values.teacher_cache,
-            teacher_cache_max_mb=flag_values.teacher_cache_max_mb,
-            steps_per_epoch=flag_values.steps_per_epoch,
-            checkpoint_every_steps=flag_values.checkpoint_every_steps,
-            deterministic=flag_values.deterministic,
-            verbose=flag_values.verbose,
-            progress=flag_values.progress,
-        ),
+        runtime=Runtime(**{field.name: value(field.name) for field in dataclasses.fields(Runtime)}),
         sweeps=Sweeps(
             quick=flag_values.quick,
             train_sizes=tuple(int(v) for v in value("train_sizes")),

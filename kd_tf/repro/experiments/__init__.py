@@ -48,7 +48,7 @@ class Experiment:
         multi_worker: whether it trains across workers (`--strategy=multi_worker_mirrored`).
         task_seeds: whether it averages over several synthetic tasks (`--task_seeds`).
         teacher_cache: whether its students can distil from a cache of their teacher's outputs
-            (`--teacher_cache`; where not, `--teacher_cache=on` is refused).
+            (`--teacher_cache`; where not, the flag's preset is `off` and any other value is refused).
         presets: flag name -> the value it takes when the user did not set it (above a dataset's preset).
         quick: flag name -> its value under `--quick` (above `presets`, below what the user set).
         group: the `Config` group of flags it reads of its own ("sweeps", "analysis"), shown by the plan.
