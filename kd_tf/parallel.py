@@ -126,6 +126,8 @@ def run_unordered(
     items = list(items)
     if not items:
         return
+    if start_method not in multiprocessing.get_all_start_methods():  # no fork server on Windows
+        start_method = "spawn"
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         context.set_forkserver_preload(list(PRELOAD))
