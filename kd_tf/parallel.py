@@ -4,9 +4,8 @@ The workers are forked from one server process (`multiprocessing`'s `forkserver`
 pool, that has imported TensorFlow, Keras and the project and nothing else: no TensorFlow runtime, no device,
 no thread pool, so each fork is safe and starts in a fraction of a second, the libraries' memory shared. A
 worker sizes its thread pools so that jobs × threads stays within the machine's cores and trains the cells
-it is handed. Cells share nothing in memory:
-each reads its data and teacher from disk and writes its own run directory, as a rerun would, so a cell gives
-the same record whichever process trains it.
+it is handed. Cells share nothing in memory: each reads its data and teacher from disk and writes its own run
+directory, as a rerun would, so a cell gives the same record whichever process trains it.
 """
 
 from __future__ import annotations
