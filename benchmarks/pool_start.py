@@ -37,7 +37,7 @@ print(json.dumps(times))
 def measure(method: str, jobs: int) -> list[float]:
     """Seconds of the first and second pool of `jobs` workers in a new interpreter."""
     code = _MEASURE.format(root=ROOT, jobs=jobs, method=method)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=600
     )
@@ -49,6 +49,9 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    for name in ("jobs", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1. Received: --{name}={getattr(args, name)}")
     best = {"spawn": [float("inf")] * 2, "forkserver": [float("inf")] * 2}
     for _ in range(args.repeats):  # alternated, so that both meet the same load
         for method in best:

@@ -7,9 +7,9 @@ Protocol (one JSON object a line): the parent writes `{"id", "argv", "cwd", "env
 stdin, the server answers `{"pid": N}` on stdout, and once the child has ended writes its exit status (Popen's
 convention: the code, or minus the signal) to `STATUS_DIR/ID`. The status is named by the request's id, never
 by the pid: pids are reused (TensorFlow's threads take them from the same range), and an earlier child's
-status under the same pid would end the wait for a child that has not yet started. The child runs in the server's place: its
-uncaught exception prints a traceback and exits 1, `sys.exit(code)` exits `code`, atexit handlers and
-non-daemon threads are finished by the interpreter's own shutdown.
+status under the same pid would end the wait for a child that has not yet started. The child runs in the
+server's place: its uncaught exception prints a traceback and exits 1, `sys.exit(code)` exits `code`, atexit
+handlers and non-daemon threads are finished by the interpreter's own shutdown.
 """
 
 import json

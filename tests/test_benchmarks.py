@@ -90,3 +90,20 @@ def test_bad_arguments_are_refused_with_the_flag_name():
         throughput.parse_args(["--pairs", "vgg"])
     with pytest.raises(SystemExit):
         throughput.parse_args(["--repeats", "0"])
+
+
+@pytest.mark.slow
+def test_the_pool_start_benchmark_times_both_start_methods():
+    """`benchmarks/pool_start.py` at one worker, one repeat: both ways start a pool twice and it prints their
+    times (each measurement is a new interpreter, so it runs as a user runs it)."""
+    import cli_process
+
+    script = os.path.join(cli_process.ROOT, "benchmarks", "pool_start.py")
+    refused = cli_process.run([sys.executable, script, "--jobs=0"])
+    assert refused.returncode == 2 and "--jobs must be at least 1. Received: --jobs=0" in refused.stderr
+    completed = cli_process.check_ok(cli_process.run([sys.executable, script, "--jobs=1", "--repeats=1"]))
+    rows = [line.split("|")[1:-1] for line in completed.stdout.splitlines() if line.startswith("| first")]
+    rows += [line.split("|")[1:-1] for line in completed.stdout.splitlines() if line.startswith("| second")]
+    assert len(rows) == 2, completed.stdout
+    for _, spawned, forked, ratio in rows:
+        assert float(spawned.strip(" s")) > 0 and float(forked.strip(" s")) > 0 and float(ratio) > 0
