@@ -28,6 +28,16 @@ RUN = os.path.join(ROOT, "run.py")
 TINY = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8"]
 
 
+# Documented commands that another test runs at a tiny size, as a user runs them, for checks of its own
+# (tests/test_documented_commands.py counts them as run). BUILD.md's two-worker table: tests/test_multi_worker.py's
+# `tables` fixture, which checks it against one process's table.
+LAUNCH_TABLE = (
+    "python -m kd_tf.launch --workers=2 -- python run.py --strategy=multi_worker_mirrored --mode=table"
+)
+# BUILD.md's throughput breakdown, run with every variant by tests/test_benchmarks.py, which checks what it wrote.
+THROUGHPUT_BREAKDOWN = "python benchmarks/throughput.py --breakdown --output runs/throughput.md"
+
+
 def environment() -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

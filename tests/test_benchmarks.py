@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shlex
 import sys
 
 import pytest
@@ -40,9 +41,19 @@ def first_losses(pair, xla):
 
 @pytest.mark.slow
 def test_every_variant_on_the_mlp_pair(tmp_path):
-    output = tmp_path / "throughput.md"
-    argv = ["--quick", "--pairs", "mlp", "--variants", ",".join(throughput.VARIANTS), "--xla", "off"]
-    results = throughput.main([*argv, "--breakdown", "--output", str(output)])
+    """BUILD.md's `--breakdown --output` command at a tiny size with every variant, as a user runs it: a new
+    process in a directory that holds `benchmarks/`, writing `runs/throughput.md` and `.json` there."""
+    import cli_process
+
+    os.symlink(os.path.join(cli_process.ROOT, "benchmarks"), tmp_path / "benchmarks")
+    words = shlex.split(cli_process.THROUGHPUT_BREAKDOWN)
+    tiny = ["--quick", "--pairs", "mlp", "--variants", ",".join(throughput.VARIANTS), "--xla", "off"]
+    completed = cli_process.check_ok(
+        cli_process.run([sys.executable, *words[1:], *tiny, "--repeats=1"], cwd=str(tmp_path))
+    )
+    assert "Traceback" not in completed.stderr
+    output = tmp_path / "runs" / "throughput.md"
+    results = json.loads((tmp_path / "runs" / "throughput.json").read_text())
     check_results(results, ["mlp"], throughput.VARIANTS, (False,))
     (pair,) = results["pairs"]
     assert len(pair["breakdown"]) == 7 and all(piece["ms"] > 0 for piece in pair["breakdown"])
@@ -55,7 +66,6 @@ def test_every_variant_on_the_mlp_pair(tmp_path):
     assert losses["kd_topk_offline"] == pytest.approx(losses["kd_topk"], rel=1e-5)
     assert losses["fused_floor"] == pytest.approx(losses["student"], rel=1e-5)
     table = output.read_text()
-    assert json.loads((tmp_path / "throughput.json").read_text())["pairs"][0]["pair"] == "mlp"
     for variant in throughput.VARIANTS:
         assert f"| {variant} | off |" in table
     assert "online KD / fused floor" in table and "<= 1.10" in table

@@ -20,7 +20,11 @@ from cli_process import ROOT
 from kd_tf.repro import experiments
 
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
-SYNTHETIC = [  # without tiny's `--jobs=1`: the documented commands run with the default `--jobs`
+# README's first command (`python run.py`) and the word-for-word `--quick` sweeps run with the default `--jobs`
+# (one worker per core), as users run them; the other commands at `--jobs=1`, in their own process: a pool's
+# start costs seconds of CPU, and tests/test_parallel.py checks that the pool writes what one process writes.
+ONE_JOB = ["--jobs=1"]
+SYNTHETIC = [
     *(flag for flag in tiny.SYNTHETIC if not flag.startswith("--jobs")),
     "--epochs=1",
     "--teacher_epochs=1",
@@ -38,6 +42,7 @@ FIGURES = [  # the figure pipeline keeps 40 classes (its KD-topk sweep goes up t
     "--epochs=1",
     "--progress=none",
     "--jit_compile=false",
+    *ONE_JOB,
 ]
 PTB = [
     "--embedding_size=16",
@@ -47,7 +52,14 @@ PTB = [
     "--bptt=12",
     "--progress=none",
 ]
-DIGITS = ["--steps_per_epoch=2", "--epochs=1", "--teacher_epochs=1", "--batch_size=32", "--progress=none"]
+DIGITS = [
+    "--steps_per_epoch=2",
+    "--epochs=1",
+    "--teacher_epochs=1",
+    "--batch_size=32",
+    "--progress=none",
+    *ONE_JOB,
+]
 # ResNet-8 for the flagfiles' ResNet-56 and ResNet-20: the same family and path, a fraction of the tracing.
 SMALL_RESNETS = ["--teacher_model=resnet8", "--student_model=resnet8"]
 FASHION = [  # generated Fashion-MNIST-format files (240 training images), one epoch of 6 steps, one seed
@@ -85,11 +97,11 @@ GROUPS = {
         ("python run.py", [*SYNTHETIC, "--taus=0,0.9"]),  # two of the default's three columns
         (
             "python run.py --flagfile=configs/synthetic_table1.flags",
-            [*SYNTHETIC, "--methods=kd", "--taus=0.8"],
+            [*SYNTHETIC, "--methods=kd", "--taus=0.8", "--seeds=0,1", *ONE_JOB],  # two seeds: mean ± std
         ),
         (
             "python run.py --flagfile=configs/synthetic_table1_tasks.flags",
-            [*SYNTHETIC, "--methods=kd", "--seeds=0", "--task_seeds=0,1", "--taus=0.8"],
+            [*SYNTHETIC, "--methods=kd", "--seeds=0", "--task_seeds=0,1", "--taus=0.8", *ONE_JOB],
         ),
         ("python run.py --helpfull", [], 1),  # absl's help flags exit with 1
     ],
@@ -98,11 +110,11 @@ GROUPS = {
         ("python run.py --mode=sweet_spot", ["--quick"]),
         (
             "python run.py --flagfile=configs/data_efficiency_difficulty.flags",
-            QUICK_AS_FLAGS["data_efficiency"],
+            [*QUICK_AS_FLAGS["data_efficiency"], *ONE_JOB],
         ),
         (  # one method at one (T, λ): tests/test_regime_map.py runs the whole quick map
             "python run.py --flagfile=configs/regime_map.flags",
-            [*QUICK_AS_FLAGS["regime_map"], "--methods=kd", "--grid_temperatures=4"],
+            [*QUICK_AS_FLAGS["regime_map"], "--methods=kd", "--grid_temperatures=4", *ONE_JOB],
         ),
     ],
     "digits": [
@@ -165,22 +177,20 @@ GROUPS = {
         ("python run.py --mode=analyze --output_dir=runs/fig --methods=kd", []),
         ("python run.py --mode=analyze", ["--output_dir=runs/fig"]),  # a heading's short form
     ],
-    "multi_worker": [
-        (
-            "python -m kd_tf.launch --workers=2 -- python run.py --strategy=multi_worker_mirrored --mode=table",
-            [*SYNTHETIC, "--methods=kd", "--collective_timeout=60"],
-        ),
-        ("python benchmarks/multi_worker.py", ["--quick"]),
-    ],
+    # BUILD.md's two-worker table runs in tests/test_multi_worker.py (`RUN_ELSEWHERE`).
+    "multi_worker": [("python benchmarks/multi_worker.py", ["--quick"])],
     "benchmarks": [  # one repeat, XLA off (tests/test_benchmarks.py times XLA on and off side by side)
         ("python benchmarks/throughput.py --quick", ["--pairs", "mlp", *BENCHMARK]),
-        (
-            "python benchmarks/throughput.py --breakdown --output runs/throughput.md",
-            ["--quick", "--pairs", "mlp", *BENCHMARK],
-        ),
+        # BUILD.md's `--breakdown --output` command: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
     ],
 }
 
+
+# Documented commands that another test runs at a tiny size, word for word, for checks of its own.
+RUN_ELSEWHERE = {
+    cli_process.LAUNCH_TABLE: "tests/test_multi_worker.py, fixture `tables`",
+    cli_process.THROUGHPUT_BREAKDOWN: "tests/test_benchmarks.py::test_every_variant_on_the_mlp_pair",
+}
 
 PROGRAMS = ("python", "tensorboard")  # the commands a reader is told to run
 
@@ -228,6 +238,7 @@ def not_run_patterns() -> list:
 
 def test_every_documented_command_is_run_here_or_listed_with_its_reason():
     commands = {_words(command) for group in GROUPS.values() for command, *_ in group}
+    commands |= {_words(command) for command in RUN_ELSEWHERE}
     # A documented command is run here as it is, or as one of these commands with the flags appended to it.
     as_run = {(*_words(command), *extra) for group in GROUPS.values() for command, extra, *_ in group}
     patterns = not_run_patterns()

@@ -8,6 +8,7 @@ splitting each global batch must train the very model one process trains.
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import cli_process
 import keras
 import numpy as np
 import pytest
-from cli_process import ROOT, RUN, TINY, check_ok, environment, run_cli, wait_for
+from cli_process import LAUNCH_TABLE, ROOT, RUN, TINY, check_ok, environment, run_cli, wait_for
 from imagenet_shards import write_shards
 
 import kd_tf  # noqa: F401 (registers the saved models' layers)
@@ -91,11 +92,20 @@ CELL = os.path.join("runs", "tau=0.8", "seed=0")
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    """The same table in one process and as two workers: (one-process dir, two-worker dir, launcher output)."""
+    """The same table in one process and as two workers, the latter by BUILD.md's command
+    (`cli_process.LAUNCH_TABLE`): (one-process dir, two-worker dir, launcher output)."""
     directory = tmp_path_factory.mktemp("tables")
     single, double = str(directory / "single"), str(directory / "double")
     check_ok(run_cli([*TABLE, f"--output_dir={single}"]))
-    completed = check_ok(launch_workers([*TABLE, f"--output_dir={double}"], cwd=str(directory)))
+    # BUILD.md's command word for word, from a directory holding `run.py` (as the documented commands run).
+    os.symlink(RUN, directory / "run.py")
+    launch_table = shlex.split(LAUNCH_TABLE)
+    completed = check_ok(
+        cli_process.run(
+            [sys.executable, *launch_table[1:], *TABLE, f"--output_dir={double}"], cwd=str(directory)
+        )
+    )
+    assert "Traceback" not in completed.stderr
     return single, double, completed.stdout
 
 
