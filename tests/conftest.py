@@ -1,5 +1,7 @@
-"""Test setup: quiet TensorFlow, two logical CPUs for MirroredStrategy tests, fixed seeds."""
+"""Test setup: quiet TensorFlow, two logical CPUs for MirroredStrategy tests, fixed seeds, the libraries'
+objects frozen out of garbage collection."""
 
+import gc
 import os
 import sys
 
@@ -9,6 +11,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# The 400,000-odd objects of the libraries just imported live as long as the test process. Frozen, they are
+# left out of every garbage collection, above all the full one of `keras.backend.clear_session()` before
+# each test: the in-process tests run in less than half the time (tests/test_losses.py and
+# tests/test_distiller.py: 35 s, then 15 s). The tests' own objects are collected as before.
+gc.freeze()
 
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(

@@ -12,6 +12,7 @@ server's place: its uncaught exception prints a traceback and exits 1, `sys.exit
 handlers and non-daemon threads are finished by the interpreter's own shutdown.
 """
 
+import gc
 import json
 import os
 import select
@@ -24,6 +25,11 @@ import keras  # noqa: E402,F401
 import numpy  # noqa: E402,F401
 import tensorflow  # noqa: E402,F401
 from absl import app, flags, logging  # noqa: E402,F401
+
+# The preloaded libraries' objects (about 400,000) live as long as any child: frozen, the garbage collector
+# leaves them out of every collection, the child's last ones at its exit among them. That exit then takes
+# 0.3 s, not 1.2 s (measured here); the child's own objects are collected and finalised as before.
+gc.freeze()
 
 _CHILDREN = {}  # pid -> request id, for the children not yet reaped
 
