@@ -11,6 +11,7 @@ directory, as a rerun would, so a cell gives the same record whichever process t
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import queue
@@ -45,6 +46,7 @@ def _start_worker(threads: int, deterministic: bool, precision: str, quiet: bool
         import kd_tf  # noqa: F401 (registers the saved models' layers)
         from kd_tf import runtime
     runtime.quiet_retracing_warnings()
+    gc.freeze()  # the libraries' objects, kept for the worker's life: left out of its garbage collections
     # The pool's end (a SIGTERM to the run, Ctrl-C, a failed cell) SIGTERMs its workers: a cell in training
     # saves its step and stops; an idle worker just goes.
     runtime.catch_terminations(exit_at_once=True)
