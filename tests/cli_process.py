@@ -36,6 +36,8 @@ LAUNCH_TABLE = (
 )
 # BUILD.md's throughput breakdown, run with every variant by tests/test_benchmarks.py, which checks what it wrote.
 THROUGHPUT_BREAKDOWN = "python benchmarks/throughput.py --breakdown --output runs/throughput.md"
+# README's sweet-spot command, run with `--quick` at one and two jobs by tests/test_parallel.py, which compares them.
+SWEET_SPOT = "python run.py --mode=sweet_spot"
 
 
 def environment() -> dict:

@@ -20,8 +20,8 @@ from cli_process import ROOT
 from kd_tf.repro import experiments
 
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
-# README's first command (`python run.py`) and the word-for-word `--quick` sweeps run with the default `--jobs`
-# (one worker per core), as users run them; the other commands at `--jobs=1`, in their own process: a pool's
+# README's first command (`python run.py`) and the word-for-word quick data-efficiency sweep run with the
+# default `--jobs` (one worker per core), as users run them; the other commands at `--jobs=1`, in their own process: a pool's
 # start costs seconds of CPU, and tests/test_parallel.py checks that the pool writes what one process writes.
 ONE_JOB = ["--jobs=1"]
 SYNTHETIC = [
@@ -107,7 +107,7 @@ GROUPS = {
     ],
     "sweeps": [  # the first two also run the documented `... --quick` commands word for word
         ("python run.py --mode=data_efficiency", ["--quick"]),
-        ("python run.py --mode=sweet_spot", ["--quick"]),
+        # `python run.py --mode=sweet_spot --quick`: tests/test_parallel.py (`RUN_ELSEWHERE`).
         (
             "python run.py --flagfile=configs/data_efficiency_difficulty.flags",
             [*QUICK_AS_FLAGS["data_efficiency"], *ONE_JOB],
@@ -186,11 +186,13 @@ GROUPS = {
 }
 
 
-# Documented commands that another test runs at a tiny size, word for word, for checks of its own.
-RUN_ELSEWHERE = {
-    cli_process.LAUNCH_TABLE: "tests/test_multi_worker.py, fixture `tables`",
-    cli_process.THROUGHPUT_BREAKDOWN: "tests/test_benchmarks.py::test_every_variant_on_the_mlp_pair",
-}
+# Documented commands that another test runs at a tiny size, word for word with what it appends after them
+# (the words and those flags may be documented commands too), for checks of its own: (command, the flags, where).
+RUN_ELSEWHERE = [
+    (cli_process.LAUNCH_TABLE, [], "tests/test_multi_worker.py, fixture `tables`"),
+    (cli_process.THROUGHPUT_BREAKDOWN, [], "tests/test_benchmarks.py::test_every_variant_on_the_mlp_pair"),
+    (cli_process.SWEET_SPOT, ["--quick"], "tests/test_parallel.py::test_a_sweep_with_two_jobs_writes_…"),
+]
 
 PROGRAMS = ("python", "tensorboard")  # the commands a reader is told to run
 
@@ -238,9 +240,10 @@ def not_run_patterns() -> list:
 
 def test_every_documented_command_is_run_here_or_listed_with_its_reason():
     commands = {_words(command) for group in GROUPS.values() for command, *_ in group}
-    commands |= {_words(command) for command in RUN_ELSEWHERE}
+    commands |= {_words(command) for command, *_ in RUN_ELSEWHERE}
     # A documented command is run here as it is, or as one of these commands with the flags appended to it.
     as_run = {(*_words(command), *extra) for group in GROUPS.values() for command, extra, *_ in group}
+    as_run |= {(*_words(command), *extra) for command, extra, _ in RUN_ELSEWHERE}
     patterns = not_run_patterns()
     assert patterns, "BUILD.md lists no commands that the tests do not run"
     unaccounted = [

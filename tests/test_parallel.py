@@ -2,11 +2,14 @@
 
 import json
 import os
+import shlex
 import signal
+import sys
 import time
 
+import cli_process
 import pytest
-from cli_process import TINY, check_ok, run_cli, start_cli, wait_for
+from cli_process import SWEET_SPOT, TINY, check_ok, run_cli, start_cli, wait_for
 
 # 60 teacher epochs (milliseconds each) give a kill time to land while a teacher trains.
 # Every test here starts several TensorFlow processes (20–120 s each on two cores).
@@ -79,9 +82,11 @@ def test_a_sweep_with_two_jobs_writes_the_one_job_results(tmp_path):
     # Every sweep runs through one runner (`sweeps.SweepExperiment.run`) and the grid engine (`grid.run`), which
     # hands whole groups to the workers. The sweet spot's groups are the most their own (one teacher per group,
     # read at several epoch counts), so it stands for the three; their cells at one job: tests/test_studies.py.
-    argv = ["--mode=sweet_spot", "--quick", "--progress=none", "--seeds=0,1", "--deterministic"]
+    # README's command word for word (`cli_process.SWEET_SPOT`), then its `--quick` form's flags.
+    argv = [sys.executable, *shlex.split(SWEET_SPOT)[1:], "--quick", "--progress=none", "--seeds=0,1"]
+    argv.append("--deterministic")
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    check_ok(run_cli([*argv, "--jobs=1", f"--output_dir={one}"]))
-    completed = check_ok(run_cli([*argv, "--jobs=2", f"--output_dir={two}"]))
-    assert "2 jobs at a time" in completed.stdout
+    check_ok(cli_process.run([*argv, "--jobs=1", f"--output_dir={one}"]))
+    completed = check_ok(cli_process.run([*argv, "--jobs=2", f"--output_dir={two}"]))
+    assert "2 jobs at a time" in completed.stdout and "Traceback" not in completed.stderr
     assert sweep_records(one) == sweep_records(two)
