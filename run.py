@@ -49,11 +49,6 @@ with _quiet_native_start():
 
         tf.config.list_physical_devices()  # the accelerator probe, while its messages are hidden
 
-# The libraries' objects (about 400,000 after TensorFlow's import) live as long as the run: frozen, every
-# garbage collection skips them, among them `keras.backend.clear_session()`'s and the one at the interpreter's
-# exit, which takes 0.3 s instead of 1.2 s (BUILD.md, "Test"). The run's own objects are collected as before.
-gc.freeze()
-
 MODES = tuple(experiments.names())
 for _mode in MODES:  # the flags an experiment's module defines, shown by --help beside run.py's own
     flags.adopt_module_key_flags(sys.modules[type(experiments.get(_mode)).__module__])
@@ -373,6 +368,11 @@ def main(argv):
     # Imported here so that `--help` does not load TensorFlow.
     from kd_tf.repro import config, modes
 
+    # The libraries' objects (about 400,000 after TensorFlow's import) live as long as the run: frozen, every
+    # garbage collection skips them, among them `keras.backend.clear_session()`'s and the one at the
+    # interpreter's exit, which takes 0.3 s instead of 1.2 s (BUILD.md, "Test"). The run's own objects are
+    # collected as before.
+    gc.freeze()
     runtime.catch_interrupts()
     runtime.catch_terminations()
 
