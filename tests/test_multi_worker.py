@@ -147,8 +147,8 @@ def single_student(tmp_path_factory, teacher_dir):
 
 
 def signal_a_worker(argv, output_dir, tmp_path, signum):
-    """Starts two workers of `run.py argv` (each with its own TF_CONFIG), sends `signum` to worker 1 once it
-    has saved an epoch, and waits for both: returns their exit codes, the seconds from the signal to worker
+    """Starts two workers of `run.py argv` (each with its own TF_CONFIG), sends `signum` to worker 1 once both
+    have saved an epoch, and waits for both: returns their exit codes, the seconds from the signal to worker
     0's exit, and each worker's output."""
     ports = launch.free_ports(2)
     logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
@@ -163,12 +163,17 @@ def signal_a_worker(argv, output_dir, tmp_path, signum):
         for index in range(2)
     ]
     try:
-        pointer = os.path.join(output_dir, "workertemp_1", "backup", "latest.json")
+        # Both workers' pointers: each worker writes its own after an epoch, then both agree on whether a
+        # signal has come. A signal sent once only worker 1 had written could still join that agreement and
+        # stop both at the epoch's end, not inside the next.
+        pointers = [
+            os.path.join(output_dir, "backup", "latest.json"),
+            os.path.join(output_dir, "workertemp_1", "backup", "latest.json"),
+        ]
 
         def an_epoch_saved():
             try:
-                with open(pointer) as handle:
-                    return json.load(handle)["epoch"] >= 1
+                return all(json.load(open(pointer))["epoch"] >= 1 for pointer in pointers)
             except (OSError, ValueError):
                 return False
 
