@@ -370,8 +370,7 @@ def main(argv):
 
     # The libraries' objects (about 400,000 after TensorFlow's import) live as long as the run: frozen, every
     # garbage collection skips them, among them `keras.backend.clear_session()`'s and the one at the
-    # interpreter's exit, which takes 0.3 s instead of 1.2 s (BUILD.md, "Test"). The run's own objects are
-    # collected as before.
+    # interpreter's exit (`benchmarks/gc_freeze.py`). The run's own objects are collected as before.
     gc.freeze()
     runtime.catch_interrupts()
     runtime.catch_terminations()

@@ -14,8 +14,8 @@ import tensorflow as tf  # noqa: E402
 
 # The 400,000-odd objects of the libraries just imported live as long as the test process. Frozen, they are
 # left out of every garbage collection, above all the full one of `keras.backend.clear_session()` before
-# each test: the in-process tests run in less than half the time (tests/test_losses.py and
-# tests/test_distiller.py: 35 s, then 15 s). The tests' own objects are collected as before.
+# each test (`benchmarks/gc_freeze.py` times that call before and after). The tests' own objects are
+# collected as before.
 gc.freeze()
 
 _cpus = tf.config.list_physical_devices("CPU")

@@ -27,8 +27,8 @@ import tensorflow  # noqa: E402,F401
 from absl import app, flags, logging  # noqa: E402,F401
 
 # The preloaded libraries' objects (about 400,000) live as long as any child: frozen, the garbage collector
-# leaves them out of every collection, the child's last ones at its exit among them. That exit then takes
-# 0.3 s, not 1.2 s (measured here); the child's own objects are collected and finalised as before.
+# leaves them out of every collection, the child's last ones at its exit among them (`benchmarks/gc_freeze.py`
+# measures what that saves); the child's own objects are collected and finalised as before.
 gc.freeze()
 
 _CHILDREN = {}  # pid -> request id, for the children not yet reaped

@@ -181,17 +181,19 @@ GROUPS = {
     "multi_worker": [("python benchmarks/multi_worker.py", ["--quick"])],
     "benchmarks": [  # one repeat, XLA off (tests/test_benchmarks.py times XLA on and off side by side)
         ("python benchmarks/throughput.py --quick", ["--pairs", "mlp", *BENCHMARK]),
+        ("python benchmarks/gc_freeze.py", ["--repeats=1"]),
         # BUILD.md's `--breakdown --output` command: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
     ],
 }
 
 
 # Documented commands that another test runs at a tiny size, word for word with what it appends after them
-# (the words and those flags may be documented commands too), for checks of its own: (command, the flags, where).
+# (the words and those flags may be documented commands too), for checks of its own: (the command's name in
+# cli_process, the flags, the test module that runs it).
 RUN_ELSEWHERE = [
-    (cli_process.LAUNCH_TABLE, [], "tests/test_multi_worker.py, fixture `tables`"),
-    (cli_process.THROUGHPUT_BREAKDOWN, [], "tests/test_benchmarks.py::test_every_variant_on_the_mlp_pair"),
-    (cli_process.SWEET_SPOT, ["--quick"], "tests/test_parallel.py::test_a_sweep_with_two_jobs_writes_…"),
+    ("LAUNCH_TABLE", [], "test_multi_worker.py"),  # fixture `tables`
+    ("THROUGHPUT_BREAKDOWN", [], "test_benchmarks.py"),  # test_every_variant_on_the_mlp_pair
+    ("SWEET_SPOT", ["--quick"], "test_parallel.py"),  # test_a_sweep_with_two_jobs_writes_the_one_job_results
 ]
 
 PROGRAMS = ("python", "tensorboard")  # the commands a reader is told to run
@@ -240,10 +242,10 @@ def not_run_patterns() -> list:
 
 def test_every_documented_command_is_run_here_or_listed_with_its_reason():
     commands = {_words(command) for group in GROUPS.values() for command, *_ in group}
-    commands |= {_words(command) for command, *_ in RUN_ELSEWHERE}
+    commands |= {_words(getattr(cli_process, name)) for name, *_ in RUN_ELSEWHERE}
     # A documented command is run here as it is, or as one of these commands with the flags appended to it.
     as_run = {(*_words(command), *extra) for group in GROUPS.values() for command, extra, *_ in group}
-    as_run |= {(*_words(command), *extra) for command, extra, _ in RUN_ELSEWHERE}
+    as_run |= {(*_words(getattr(cli_process, name)), *extra) for name, extra, _ in RUN_ELSEWHERE}
     patterns = not_run_patterns()
     assert patterns, "BUILD.md lists no commands that the tests do not run"
     unaccounted = [
@@ -256,6 +258,14 @@ def test_every_documented_command_is_run_here_or_listed_with_its_reason():
     )
     stale = [" ".join(words) for words in commands if words not in documented_commands()]
     assert not stale, f"commands this test runs that the docs no longer print: {stale}"
+
+
+def test_every_command_run_elsewhere_is_run_by_the_module_credited_with_it():
+    # The module builds its command from the constant (`shlex.split(cli_process.NAME)`), not from a copy of
+    # the words that could drift from what the docs print.
+    for name, _, module in RUN_ELSEWHERE:
+        source = open(os.path.join(ROOT, "tests", module), encoding="utf-8").read()
+        assert re.search(rf"shlex\.split\((cli_process\.)?{name}\)", source), (name, module)
 
 
 @pytest.fixture

@@ -312,8 +312,8 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_prevents_the_resume_and_the_result_is_unchanged(tmp_path):
-    # Long enough that every kill lands in a run still training: a tiny epoch takes milliseconds, and the 16
-    # kills came at epoch 119 of 250 on two cores (each kill lands within 0.25 s of a new epoch's save).
+    # Long enough that every kill lands in a run still training: a tiny epoch takes milliseconds, and on two
+    # cores the 16th kill came at epoch 119 (each kill lands within 0.25 s of a new epoch's save).
     command = [*TINY, "--mode=teacher", "--teacher_epochs=250", "--deterministic"]
     reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
     check_ok(run_cli([*command, f"--output_dir={reference_dir}"]))
