@@ -38,6 +38,8 @@ LAUNCH_TABLE = (
 THROUGHPUT_BREAKDOWN = "python benchmarks/throughput.py --breakdown --output runs/throughput.md"
 # README's sweet-spot command, run with `--quick` at one and two jobs by tests/test_parallel.py, which compares them.
 SWEET_SPOT = "python run.py --mode=sweet_spot"
+# README's and BUILD.md's regime-map command, run at the quick size by tests/test_regime_map.py, which checks the map.
+REGIME_MAP = "python run.py --flagfile=configs/regime_map.flags"
 
 
 def environment() -> dict:

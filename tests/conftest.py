@@ -8,20 +8,29 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# The 400,000-odd objects of the libraries just imported live as long as the test process. Frozen, they are
-# left out of every garbage collection, above all the full one of `keras.backend.clear_session()` before
-# each test (`benchmarks/gc_freeze.py` times that call before and after). The tests' own objects are
-# collected as before.
-gc.freeze()
+keras = tf = None  # imported by `pytest_configure` in each process that runs tests
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+
+def pytest_configure(config):
+    """TensorFlow and Keras in the processes that run tests, not in pytest-xdist's controller, which only hands
+    tests out: its import would delay every worker's start by as long."""
+    global keras, tf
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import keras
+    import tensorflow as tf
+
+    # The 400,000-odd objects of the libraries just imported live as long as the test process. Frozen, they
+    # are left out of every garbage collection, above all the full one of `keras.backend.clear_session()`
+    # before each test (`benchmarks/gc_freeze.py` times that call before and after). The tests' own objects
+    # are collected as before.
+    gc.freeze()
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ SYNTHETIC = [
     "--rel_sibling=0.1",
 ]
 FIGURES = [  # the figure pipeline keeps 40 classes (its KD-topk sweep goes up to k = 40)
+    "--taus=0.9",  # the column the KD-topk sweep reads; tests/test_figures.py analyses two
     "--train_examples=512",
     "--validation_examples=256",
     "--test_examples=256",
@@ -94,7 +95,7 @@ MAKE_TOY_CORPUS = (
 # Each documented command (as its words) -> what the tiny run appends, in the order the runs go.
 GROUPS = {
     "synthetic": [
-        ("python run.py", [*SYNTHETIC, "--taus=0,0.9"]),  # two of the default's three columns
+        ("python run.py", [*SYNTHETIC, "--taus=0.9"]),  # one of the default's columns: every method
         (
             "python run.py --flagfile=configs/synthetic_table1.flags",
             [*SYNTHETIC, "--methods=kd", "--taus=0.8", "--seeds=0,1", *ONE_JOB],  # two seeds: mean ± std
@@ -112,10 +113,7 @@ GROUPS = {
             "python run.py --flagfile=configs/data_efficiency_difficulty.flags",
             [*QUICK_AS_FLAGS["data_efficiency"], *ONE_JOB],
         ),
-        (  # one method at one (T, λ): tests/test_regime_map.py runs the whole quick map
-            "python run.py --flagfile=configs/regime_map.flags",
-            [*QUICK_AS_FLAGS["regime_map"], "--methods=kd", "--grid_temperatures=4", *ONE_JOB],
-        ),
+        # `python run.py --flagfile=configs/regime_map.flags`: tests/test_regime_map.py (`RUN_ELSEWHERE`).
     ],
     "digits": [
         ("python run.py --flagfile=configs/digits_table.flags", [*DIGITS, *SMALL_RESNETS]),
@@ -194,6 +192,7 @@ RUN_ELSEWHERE = [
     ("LAUNCH_TABLE", [], "test_multi_worker.py"),  # fixture `tables`
     ("THROUGHPUT_BREAKDOWN", [], "test_benchmarks.py"),  # test_every_variant_on_the_mlp_pair
     ("SWEET_SPOT", ["--quick"], "test_parallel.py"),  # test_a_sweep_with_two_jobs_writes_the_one_job_results
+    ("REGIME_MAP", [*QUICK_AS_FLAGS["regime_map"], *ONE_JOB], "test_regime_map.py"),  # the quick map
 ]
 
 PROGRAMS = ("python", "tensorboard")  # the commands a reader is told to run

@@ -4,11 +4,13 @@ run the way a user runs it."""
 import csv
 import json
 import os
+import shlex
 
 import numpy as np
 import pytest
-from cli_process import run_cli
+from cli_process import REGIME_MAP, ROOT, run_cli
 from runner import assert_wrote_its_plan
+from test_documented_commands import ONE_JOB, QUICK_AS_FLAGS
 
 from kd_tf.repro import regime_map_summary
 
@@ -82,9 +84,16 @@ def test_kds_share_is_undefined_without_a_gap():
 
 
 @pytest.mark.slow
-def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
+def test_the_quick_map_runs_as_a_user_runs_it(tmp_path, monkeypatch):
+    # The documented command at `--quick`'s size: `--quick`'s values as flags, which beat the flagfile's.
+    monkeypatch.chdir(ROOT)  # the flagfile's path is relative, as the docs print it
     output_dir = tmp_path / "map"
-    argv = ["--mode=regime_map", "--quick", "--jobs=1", f"--output_dir={output_dir}"]
+    argv = [
+        *shlex.split(REGIME_MAP)[2:],
+        *QUICK_AS_FLAGS["regime_map"],
+        *ONE_JOB,
+        f"--output_dir={output_dir}",
+    ]
     done = run_cli(argv, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_wrote_its_plan(output_dir, argv)  # what --dry_run prints, written before it trained
@@ -106,7 +115,7 @@ def test_the_quick_map_runs_as_a_user_runs_it(tmp_path):
     assert "## Where each claim holds" in text and text.count("holds in") == 3
     assert os.path.getsize(output_dir / "regime_map.png") > 1000
     # A rerun is refused rather than replacing the map.
-    again = run_cli(["--mode=regime_map", "--quick", "--jobs=1", f"--output_dir={output_dir}"])
+    again = run_cli(argv)
     assert again.returncode != 0 and "already holds results" in again.stderr
 
 
