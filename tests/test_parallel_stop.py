@@ -14,10 +14,13 @@ from kd_tf import parallel
 
 
 def fail_or_train_deaf_to_one_sigterm(item):
-    """Fails after the other cell has started (`"fail"`), or trains a long cell in a worker that ignores its
-    first SIGTERM."""
-    if item == "fail":
-        time.sleep(3)
+    """Fails once the other cell is deaf to its first SIGTERM (`("fail", flag)`), or trains a long cell in a
+    worker that ignores its first SIGTERM (`("train", flag)`, which creates the file `flag` once it does)."""
+    kind, flag = item
+    if kind == "fail":
+        deadline = time.monotonic() + 60
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.05)
         raise ValueError("a failed cell")
     seen = []
 
@@ -27,16 +30,18 @@ def fail_or_train_deaf_to_one_sigterm(item):
             os._exit(143)
 
     signal.signal(signal.SIGTERM, handler)
+    open(flag, "w").close()
     time.sleep(600)
 
 
 @pytest.mark.slow
-def test_a_worker_that_loses_its_sigterm_does_not_keep_a_stopping_run_waiting():
+def test_a_worker_that_loses_its_sigterm_does_not_keep_a_stopping_run_waiting(tmp_path):
+    flag = str(tmp_path / "deaf")
     start = time.monotonic()
     with pytest.raises(ValueError, match="a failed cell"):
         for _ in parallel.run_unordered(
             fail_or_train_deaf_to_one_sigterm,
-            ["train", "fail"],
+            [("train", flag), ("fail", flag)],
             jobs=2,
             deterministic=False,
             precision="float32",
