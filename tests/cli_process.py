@@ -8,6 +8,7 @@ interpreter per command instead; so does a command whose interpreter options or 
 """
 
 import atexit
+import contextlib
 import itertools
 import json
 import os
@@ -34,8 +35,10 @@ TINY = [*tiny.SYNTHETIC, "--teacher_epochs=2", "--taus=0.8"]
 LAUNCH_TABLE = (
     "python -m kd_tf.launch --workers=2 -- python run.py --strategy=multi_worker_mirrored --mode=table"
 )
-# BUILD.md's throughput breakdown, run with every variant by tests/test_benchmarks.py, which checks what it wrote.
+# BUILD.md's throughput breakdown, run with every variant by tests/test_benchmarks.py, which checks what it wrote,
+# and its quick form, run with XLA on and off there.
 THROUGHPUT_BREAKDOWN = "python benchmarks/throughput.py --breakdown --output runs/throughput.md"
+THROUGHPUT_QUICK = "python benchmarks/throughput.py --quick"
 # README's sweet-spot command, run with `--quick` at one and two jobs by tests/test_parallel.py, which compares them.
 SWEET_SPOT = "python run.py --mode=sweet_spot"
 # README's and BUILD.md's regime-map command, run at the quick size by tests/test_regime_map.py, which checks the map.
@@ -151,7 +154,10 @@ class _Forked:
 
     def send_signal(self, signum):
         if self.poll() is None:
-            os.kill(self.pid, signum)
+            # As Popen: a command that ended a moment ago (the server reaped it and has not yet written its
+            # status) is not an error.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
     def terminate(self):
         self.send_signal(signal.SIGTERM)

@@ -72,9 +72,17 @@ def test_every_variant_on_the_mlp_pair(tmp_path):
 
 
 @pytest.mark.slow
-def test_xla_on_and_off_side_by_side():
+def test_xla_on_and_off_side_by_side(tmp_path):
+    """README's and BUILD.md's `--quick` command, as a user runs it, on the MLP pair."""
+    import cli_process
+
     variants = ["student", "teacher", "kd"]
-    results = throughput.main(["--quick", "--pairs", "mlp", "--variants", ",".join(variants)])
+    words = shlex.split(cli_process.THROUGHPUT_QUICK)
+    output = tmp_path / "throughput.md"
+    tiny = ["--pairs", "mlp", "--variants", ",".join(variants), "--output", str(output)]
+    completed = cli_process.check_ok(cli_process.run([sys.executable, *words[1:], *tiny]))
+    assert "Traceback" not in completed.stderr
+    results = json.loads(output.with_suffix(".json").read_text())
     check_results(results, ["mlp"], variants, (False, True))
     (pair,) = results["pairs"]
     assert set(pair["xla_speedup"]) == set(variants)

@@ -73,7 +73,6 @@ FASHION = [  # generated Fashion-MNIST-format files (240 training images), one e
     "--jobs=1",  # every cell in the run's own process: no worker start-ups (the table path is the same)
 ]
 MAKE_FASHION_TOY = "python -c \"import data.fashion_mnist as f; f.write_toy_data('runs/fashion_mnist_toy')\""
-BENCHMARK = ["--repeats=1", "--xla=off"]
 QUICK = ["--quick", "--progress=none"]
 # A flagfile's values beat `--quick` (a preset), so a documented sweep flagfile is made tiny by `--quick`'s
 # values given as flags, which beat the flagfile's.
@@ -177,8 +176,8 @@ GROUPS = {
     ],
     # BUILD.md's two-worker table runs in tests/test_multi_worker.py (`RUN_ELSEWHERE`).
     "multi_worker": [("python benchmarks/multi_worker.py", ["--quick"])],
-    "benchmarks": [  # one repeat, XLA off (tests/test_benchmarks.py times XLA on and off side by side)
-        ("python benchmarks/throughput.py --quick", ["--pairs", "mlp", *BENCHMARK]),
+    "benchmarks": [
+        # `python benchmarks/throughput.py --quick`: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
         ("python benchmarks/gc_freeze.py", ["--repeats=1"]),
         # BUILD.md's `--breakdown --output` command: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
     ],
@@ -191,6 +190,7 @@ GROUPS = {
 RUN_ELSEWHERE = [
     ("LAUNCH_TABLE", [], "test_multi_worker.py"),  # fixture `tables`
     ("THROUGHPUT_BREAKDOWN", [], "test_benchmarks.py"),  # test_every_variant_on_the_mlp_pair
+    ("THROUGHPUT_QUICK", [], "test_benchmarks.py"),  # test_xla_on_and_off_side_by_side
     ("SWEET_SPOT", ["--quick"], "test_parallel.py"),  # test_a_sweep_with_two_jobs_writes_the_one_job_results
     ("REGIME_MAP", [*QUICK_AS_FLAGS["regime_map"], *ONE_JOB], "test_regime_map.py"),  # the quick map
 ]

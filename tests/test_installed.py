@@ -71,14 +71,20 @@ def _run(command, env, cwd) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_console_script_of_a_non_editable_install_runs_from_another_directory(installed):
     env, elsewhere, venv = installed
+    # Where `import` finds each top-level name the install provides (found, not run: no TensorFlow import).
     where = check_ok(
         _run(
-            ["python", "-c", "import kd_tf, run, models, data; print(kd_tf.__file__, run.__file__)"],
+            [
+                "python",
+                "-c",
+                "import importlib.util as u; print(*(u.find_spec(n).origin for n in ('kd_tf', 'run', 'models', 'data')))",
+            ],
             env,
             elsewhere,
         )
     )
-    assert all(path.startswith(str(venv)) for path in where.stdout.split()), where.stdout
+    found = where.stdout.split()
+    assert len(found) == 4 and all(path.startswith(str(venv)) for path in found), where.stdout
 
     helped = _run(["kd_tf", "--helpfull"], env, elsewhere)
     assert helped.returncode == 1 and "--teacher_cache" in helped.stdout and "--dataset" in helped.stdout
