@@ -39,6 +39,8 @@ LAUNCH_TABLE = (
 # and its quick form, run with XLA on and off there.
 THROUGHPUT_BREAKDOWN = "python benchmarks/throughput.py --breakdown --output runs/throughput.md"
 THROUGHPUT_QUICK = "python benchmarks/throughput.py --quick"
+# README's first command, run at a tiny size with the default `--jobs` by tests/test_run.py, which checks its table.
+README_RUN = "python run.py"
 # README's sweet-spot command, run with `--quick` at one and two jobs by tests/test_parallel.py, which compares them.
 SWEET_SPOT = "python run.py --mode=sweet_spot"
 # README's and BUILD.md's regime-map command, run at the quick size by tests/test_regime_map.py, which checks the map.

@@ -20,9 +20,10 @@ from cli_process import ROOT
 from kd_tf.repro import experiments
 
 # Tiny versions: the synthetic preset's sizes, a one-window PTB epoch, two-step digits epochs.
-# README's first command (`python run.py`) and the word-for-word quick data-efficiency sweep run with the
-# default `--jobs` (one worker per core), as users run them; the other commands at `--jobs=1`, in their own process: a pool's
-# start costs seconds of CPU, and tests/test_parallel.py checks that the pool writes what one process writes.
+# README's first command (`python run.py`, in tests/test_run.py) and the word-for-word quick data-efficiency
+# sweep run with the default `--jobs` (one worker per core), as users run them; the other commands at
+# `--jobs=1`, in their own process: a pool's start costs seconds of CPU, and tests/test_parallel.py checks that
+# the pool writes what one process writes.
 ONE_JOB = ["--jobs=1"]
 SYNTHETIC = [
     *(flag for flag in tiny.SYNTHETIC if not flag.startswith("--jobs")),
@@ -94,7 +95,7 @@ MAKE_TOY_CORPUS = (
 # Each documented command (as its words) -> what the tiny run appends, in the order the runs go.
 GROUPS = {
     "synthetic": [
-        ("python run.py", [*SYNTHETIC, "--taus=0.9"]),  # one of the default's columns: every method
+        # `python run.py`: tests/test_run.py (`RUN_ELSEWHERE`), at the default `--jobs`.
         (
             "python run.py --flagfile=configs/synthetic_table1.flags",
             [*SYNTHETIC, "--methods=kd", "--taus=0.8", "--seeds=0,1", *ONE_JOB],  # two seeds: mean ± std
@@ -188,6 +189,7 @@ GROUPS = {
 # (the words and those flags may be documented commands too), for checks of its own: (the command's name in
 # cli_process, the flags, the test module that runs it).
 RUN_ELSEWHERE = [
+    ("README_RUN", [], "test_run.py"),  # test_tiny_table_writes_well_formed_results
     ("LAUNCH_TABLE", [], "test_multi_worker.py"),  # fixture `tables`
     ("THROUGHPUT_BREAKDOWN", [], "test_benchmarks.py"),  # test_every_variant_on_the_mlp_pair
     ("THROUGHPUT_QUICK", [], "test_benchmarks.py"),  # test_xla_on_and_off_side_by_side

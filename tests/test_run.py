@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import sys
 
 import cli_process
@@ -21,8 +22,13 @@ TINY = [*TINY_SYNTHETIC, "--taus=0.8", "--topk=3", "--rel_target=0.5", "--rel_si
 
 @pytest.mark.slow
 def test_tiny_table_writes_well_formed_results(tmp_path):
+    # README's first command as users run it (a new process, the default `--jobs`), at the tiny size.
     output_dir = str(tmp_path / "table")
-    run_in_process([*TINY, f"--output_dir={output_dir}"])
+    words = shlex.split(cli_process.README_RUN)
+    tiny = [flag for flag in TINY if not flag.startswith("--jobs")]
+    argv = [sys.executable, *words[1:], *tiny, f"--output_dir={output_dir}"]
+    completed = cli_process.check_ok(cli_process.run(argv))
+    assert "Traceback" not in completed.stderr
     records = json.load(open(os.path.join(output_dir, "results.json")))
     methods = [
         "teacher",
@@ -51,8 +57,8 @@ def test_tiny_table_writes_well_formed_results(tmp_path):
     assert "| KD's share of the gap |" in table
     assert "The paper's Table 1" in table
     # A finished table is never overwritten silently.
-    with pytest.raises(modes.UserError, match="already holds results"):
-        run_in_process([*TINY, f"--output_dir={output_dir}"])
+    again = cli_process.run(argv)
+    assert again.returncode == 2 and "already holds results" in again.stderr
 
 
 def test_teacher_then_student_from_the_saved_teacher(tmp_path):
