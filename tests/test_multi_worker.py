@@ -34,16 +34,6 @@ SAME_STEPS = [*TINY, "--sync_batch_norm", "--deterministic", "--collective_timeo
 LAUNCH = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--"]
 
 
-def launch_workers(argv, cwd, timeout=240) -> subprocess.CompletedProcess:
-    """`python -m kd_tf.launch --workers=2 -- python run.py argv...`: the launcher a user runs."""
-    return cli_process.run(
-        [*LAUNCH, sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored"],
-        cwd=cwd,
-        env={**environment(), "PYTHONPATH": ROOT},
-        timeout=timeout,
-    )
-
-
 def records(directory):
     with open(os.path.join(directory, "results.json")) as handle:
         return json.load(handle)
@@ -146,22 +136,50 @@ def single_student(tmp_path_factory, teacher_dir):
     return directory
 
 
-def signal_a_worker(argv, output_dir, tmp_path, signum):
-    """Starts two workers of `run.py argv` (each with its own TF_CONFIG), sends `signum` to worker 1 once both
-    have saved an epoch, and waits for both: returns their exit codes, the seconds from the signal to worker
-    0's exit, and each worker's output."""
+def start_two_workers(argv, output_dir, tmp_path, name):
+    """Starts two workers of `run.py argv`, each with its own TF_CONFIG (as on two hosts), forked by the tests'
+    command server; their output goes to `tmp_path/<name>-<index>.log`."""
     ports = launch.free_ports(2)
-    logs = [open(tmp_path / f"worker-{index}.log", "w") for index in range(2)]
-    workers = [
-        cli_process.popen(
-            [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={output_dir}"],
-            cwd=str(tmp_path),
-            env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
-            stdout=logs[index],
-            stderr=subprocess.STDOUT,
-        )
-        for index in range(2)
-    ]
+    workers = []
+    for index in range(2):
+        with open(tmp_path / f"{name}-{index}.log", "w") as log:
+            workers.append(
+                cli_process.popen(
+                    [
+                        sys.executable,
+                        RUN,
+                        *argv,
+                        "--strategy=multi_worker_mirrored",
+                        f"--output_dir={output_dir}",
+                    ],
+                    cwd=str(tmp_path),
+                    env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+def run_two_workers(argv, output_dir, tmp_path):
+    """Two workers of `run.py argv` to their end: returns their outputs (each must exit with 0)."""
+    workers = start_two_workers(argv, output_dir, tmp_path, "rerun")
+    try:
+        codes = [worker.wait(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    outputs = [(tmp_path / f"rerun-{index}.log").read_text() for index in range(2)]
+    assert codes == [0, 0], [output[-3000:] for output in outputs]
+    return outputs
+
+
+def signal_a_worker(argv, output_dir, tmp_path, signum):
+    """Starts two workers of `run.py argv`, sends `signum` to worker 1 once both have saved an epoch, and waits
+    for both: returns their exit codes, the seconds from the signal to worker 0's exit, and each worker's
+    output."""
+    workers = start_two_workers(argv, output_dir, tmp_path, "worker")
     try:
         # Both workers' pointers: each worker writes its own after an epoch, then both agree on whether a
         # signal has come. A signal sent once only worker 1 had written could still join that agreement and
@@ -187,8 +205,6 @@ def signal_a_worker(argv, output_dir, tmp_path, signum):
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-        for log in logs:
-            log.close()
     return codes, stopped_after, [(tmp_path / f"worker-{index}.log").read_text() for index in range(2)]
 
 
@@ -203,9 +219,8 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     assert "Error: Lost contact with worker 1 (127.0.0.1:" in chief_output
     assert not os.path.exists(os.path.join(double, "results.json"))
 
-    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
-    assert "[worker 0] Resuming from epoch" in completed.stdout
-    assert "[worker 1] Resuming from epoch" in completed.stdout
+    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` and `probes` fixtures).
+    assert all("Resuming from epoch" in output for output in run_two_workers(argv, double, tmp_path))
     assert_same_records(records(single_student), records(double))
     online_across_workers(records(double))
     assert_same_weights(os.path.join(single_student, "student.keras"), os.path.join(double, "student.keras"))
@@ -224,9 +239,8 @@ def test_sigterm_to_one_worker_stops_both_with_a_checkpoint_and_a_rerun_resumes_
         assert "Terminated (SIGTERM): checkpoint saved at epoch 2, step " in output, output[-3000:]
     assert not os.path.exists(os.path.join(double, "results.json"))
 
-    completed = check_ok(launch_workers([*argv, f"--output_dir={double}"], cwd=str(tmp_path)))
-    assert "[worker 0] Resuming from epoch 1, step " in completed.stdout
-    assert "[worker 1] Resuming from epoch 1, step " in completed.stdout
+    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` and `probes` fixtures).
+    assert all("Resuming from epoch 1, step " in output for output in run_two_workers(argv, double, tmp_path))
     uninterrupted = str(tmp_path / "uninterrupted")
     check_ok(run_cli([*argv, f"--output_dir={uninterrupted}"]))
     assert_same_records(records(uninterrupted), records(double))
