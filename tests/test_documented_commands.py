@@ -124,7 +124,10 @@ GROUPS = {
     ],
     "fashion_mnist": [
         (MAKE_FASHION_TOY, []),
-        ("python run.py --flagfile=configs/fashion_mnist_table.flags", FASHION),
+        (  # the methods the paired comparisons below read
+            "python run.py --flagfile=configs/fashion_mnist_table.flags",
+            [*FASHION, "--methods=student,ls,kd,kd_pt,kd_pt_sim,kd_topk"],
+        ),
         ("python run.py --flagfile=configs/fashion_mnist_ls_teacher.flags", FASHION),
         (
             "python -m kd_tf.repro.paired runs/fashion_mnist_table/results.json kd-student kd-ls kd_topk-kd "
