@@ -31,9 +31,6 @@ pytestmark = pytest.mark.slow
 SAME_STEPS = [*TINY, "--sync_batch_norm", "--deterministic", "--collective_timeout=60"]
 
 
-LAUNCH = [sys.executable, "-m", "kd_tf.launch", "--workers=2", "--"]
-
-
 def records(directory):
     with open(os.path.join(directory, "results.json")) as handle:
         return json.load(handle)
@@ -136,29 +133,29 @@ def single_student(tmp_path_factory, teacher_dir):
     return directory
 
 
-def start_two_workers(argv, output_dir, tmp_path, name):
-    """Starts two workers of `run.py argv`, each with its own TF_CONFIG (as on two hosts), forked by the tests'
-    command server; their output goes to `tmp_path/<name>-<index>.log`."""
+def start_workers(command, cwd, env, logs, name):
+    """Starts two workers of `command` (`python ...`), each with its own TF_CONFIG (as on two hosts), forked by
+    the tests' command server; their output goes to `logs/<name>-<index>.log`."""
     ports = launch.free_ports(2)
     workers = []
     for index in range(2):
-        with open(tmp_path / f"{name}-{index}.log", "w") as log:
+        with open(logs / f"{name}-{index}.log", "w") as log:
             workers.append(
                 cli_process.popen(
-                    [
-                        sys.executable,
-                        RUN,
-                        *argv,
-                        "--strategy=multi_worker_mirrored",
-                        f"--output_dir={output_dir}",
-                    ],
-                    cwd=str(tmp_path),
-                    env={**environment(), "TF_CONFIG": launch.tf_config(ports, index)},
+                    command,
+                    cwd=str(cwd),
+                    env={**env, "TF_CONFIG": launch.tf_config(ports, index)},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
     return workers
+
+
+def start_two_workers(argv, output_dir, tmp_path, name):
+    """Two workers of `run.py argv` (`start_workers`) in `tmp_path`."""
+    command = [sys.executable, RUN, *argv, "--strategy=multi_worker_mirrored", f"--output_dir={output_dir}"]
+    return start_workers(command, tmp_path, environment(), tmp_path, name)
 
 
 def run_two_workers(argv, output_dir, tmp_path):
@@ -219,7 +216,7 @@ def test_a_lost_worker_stops_the_other_and_a_rerun_resumes_to_the_uninterrupted_
     assert "Error: Lost contact with worker 1 (127.0.0.1:" in chief_output
     assert not os.path.exists(os.path.join(double, "results.json"))
 
-    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` and `probes` fixtures).
+    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` fixture).
     assert all("Resuming from epoch" in output for output in run_two_workers(argv, double, tmp_path))
     assert_same_records(records(single_student), records(double))
     online_across_workers(records(double))
@@ -239,7 +236,7 @@ def test_sigterm_to_one_worker_stops_both_with_a_checkpoint_and_a_rerun_resumes_
         assert "Terminated (SIGTERM): checkpoint saved at epoch 2, step " in output, output[-3000:]
     assert not os.path.exists(os.path.join(double, "results.json"))
 
-    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` and `probes` fixtures).
+    # The rerun as on two hosts, each worker started by hand (the launcher: the `tables` fixture).
     assert all("Resuming from epoch 1, step " in output for output in run_two_workers(argv, double, tmp_path))
     uninterrupted = str(tmp_path / "uninterrupted")
     check_ok(run_cli([*argv, f"--output_dir={uninterrupted}"]))
@@ -249,8 +246,8 @@ def test_sigterm_to_one_worker_stops_both_with_a_checkpoint_and_a_rerun_resumes_
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory, teacher_dir):
-    """`tests/multi_worker_probe.py` once in one process and once as two workers (one launch for both of
-    its checks): the ImageNet shards each worker reads, and a student distilled from the teacher cache."""
+    """`tests/multi_worker_probe.py` once in one process and once as two workers (one run for both of its
+    checks): the ImageNet shards each worker reads, and a student distilled from the teacher cache."""
     directory = tmp_path_factory.mktemp("probes")
     data_dir = directory / "imagenet"
     data_dir.mkdir()
@@ -258,16 +255,21 @@ def probes(tmp_path_factory, teacher_dir):
     # Shard s holds examples s and s + 4: labels s + 1 and s + 5 (0-based s and s + 4).
     write_shards(str(data_dir), "train", images, list(range(1, 9)), num_shards=4)
     write_shards(str(data_dir), "validation", images[:2], [1, 2], num_shards=1)
-    probe = [sys.executable, os.path.join(ROOT, "tests", "multi_worker_probe.py")]
-    for name, command in {"single": probe, "double": [*LAUNCH, *probe]}.items():
+    probe = [sys.executable, os.path.join(ROOT, "tests", "multi_worker_probe.py"), str(data_dir), teacher_dir]
+    env = {**environment(), "PYTHONPATH": ROOT}
+    for name in ("single", "double"):
         (directory / name).mkdir()
-        completed = cli_process.run(
-            [*command, str(data_dir), teacher_dir, str(directory / name)],
-            cwd=str(directory),
-            env={**environment(), "PYTHONPATH": ROOT},
-            timeout=240,
-        )
-        check_ok(completed)
+    check_ok(cli_process.run([*probe, str(directory / "single")], cwd=str(directory), env=env, timeout=240))
+    # Two workers started by hand, as on two hosts (the launcher: the `tables` fixture, BUILD.md's command).
+    workers = start_workers([*probe, str(directory / "double")], directory, env, directory, "double")
+    try:
+        codes = [worker.wait(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    logs = [(directory / f"double-{index}.log").read_text()[-3000:] for index in range(2)]
+    assert codes == [0, 0], logs
     return directory / "single", directory / "double"
 
 
