@@ -158,18 +158,22 @@ def start_two_workers(argv, output_dir, tmp_path, name):
     return start_workers(command, tmp_path, environment(), tmp_path, name)
 
 
-def run_two_workers(argv, output_dir, tmp_path):
-    """Two workers of `run.py argv` to their end: returns their outputs (each must exit with 0)."""
-    workers = start_two_workers(argv, output_dir, tmp_path, "rerun")
+def finish_workers(workers, logs, name) -> list[str]:
+    """Waits for the workers `start_workers` started (each must exit with 0); returns their outputs."""
     try:
         codes = [worker.wait(timeout=240) for worker in workers]
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    outputs = [(tmp_path / f"rerun-{index}.log").read_text() for index in range(2)]
-    assert codes == [0, 0], [output[-3000:] for output in outputs]
+    outputs = [(logs / f"{name}-{index}.log").read_text() for index in range(len(workers))]
+    assert codes == [0] * len(workers), [output[-3000:] for output in outputs]
     return outputs
+
+
+def run_two_workers(argv, output_dir, tmp_path):
+    """Two workers of `run.py argv` to their end: returns their outputs."""
+    return finish_workers(start_two_workers(argv, output_dir, tmp_path, "rerun"), tmp_path, "rerun")
 
 
 def signal_a_worker(argv, output_dir, tmp_path, signum):
@@ -261,15 +265,11 @@ def probes(tmp_path_factory, teacher_dir):
         (directory / name).mkdir()
     check_ok(cli_process.run([*probe, str(directory / "single")], cwd=str(directory), env=env, timeout=240))
     # Two workers started by hand, as on two hosts (the launcher: the `tables` fixture, BUILD.md's command).
-    workers = start_workers([*probe, str(directory / "double")], directory, env, directory, "double")
-    try:
-        codes = [worker.wait(timeout=240) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    logs = [(directory / f"double-{index}.log").read_text()[-3000:] for index in range(2)]
-    assert codes == [0, 0], logs
+    finish_workers(
+        start_workers([*probe, str(directory / "double")], directory, env, directory, "double"),
+        directory,
+        "double",
+    )
     return directory / "single", directory / "double"
 
 
