@@ -19,7 +19,9 @@ def fail_or_train_deaf_to_one_sigterm(item):
     kind, flag = item
     if kind == "fail":
         deadline = time.monotonic() + 60
-        while not os.path.exists(flag) and time.monotonic() < deadline:
+        while not os.path.exists(flag):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other cell never became deaf to its first SIGTERM")
             time.sleep(0.05)
         raise ValueError("a failed cell")
     seen = []
