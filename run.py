@@ -348,11 +348,6 @@ def _tpu_named(values):
     return values["strategy"] != "tpu" or bool(values["tpu"])
 
 
-@flags.multi_flags_validator(["mode", "teacher_dir"], "--mode=student needs --teacher_dir")
-def _student_has_teacher(values):
-    return values["mode"] != "student" or bool(values["teacher_dir"])
-
-
 @flags.multi_flags_validator(
     ["lr_boundary_epochs", "lr_multipliers"],
     "--lr_multipliers needs one more entry than --lr_boundary_epochs (or both empty)",

@@ -7,6 +7,7 @@ import os
 import data as datasets
 from kd_tf.io import read_json
 from kd_tf.repro import trainers
+from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import register, table
 
 
@@ -27,6 +28,8 @@ class Student(table.SingleModel):
         return ["student"]
 
     def check(self, config, missing) -> None:
+        if not config.teacher_dir:
+            raise UserError("--mode=student needs --teacher_dir (a --mode=teacher output directory).")
         table.check_hierarchy(config, self.trained_methods(config))
         if not os.path.exists(os.path.join(config.teacher_dir, trainers.TEACHER_INFO)):
             missing(
