@@ -306,7 +306,10 @@ BAD_SWEEPS = [
     (["--mode=data_efficiency", "--dataset=digits"], "runs on --dataset=synthetic only"),
     (["--mode=data_efficiency", "--train_sizes=100,1000", "--batch_size=128"], "exceeds the smallest"),
     (["--mode=sweet_spot", "--teacher_batch_sizes=64,8192"], "more than --train_examples"),
-    (["--mode=data_efficiency", "--student_steps=5", "--evaluations=10"], "`student_steps` must be at least"),
+    (
+        ["--mode=data_efficiency", "--student_steps=5", "--evaluations=10"],
+        "--student_steps=5 must be at least --evaluations=10",
+    ),
     (
         ["--mode=sweet_spot", "--lr_schedule=piecewise", "--lr_boundary_epochs=1", "--lr_multipliers=1,0.1"],
         "--lr_schedule=constant",

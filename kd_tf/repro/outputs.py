@@ -35,12 +35,7 @@ def _owned(name: str) -> bool:
 
 def check_path(path: str, flag: str = "--output_dir") -> None:
     """Raises `ValueError` when `path` cannot be a directory (it is a file, or lies under one)."""
-    probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = _nearest_existing(path)
     if os.path.exists(probe) and not os.path.isdir(probe):
         raise ValueError(f"{flag}={path} cannot be a directory: {probe} is a file. Choose another {flag}.")
 

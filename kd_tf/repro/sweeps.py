@@ -12,6 +12,7 @@ from absl import flags
 
 from data import synthetic
 from kd_tf.repro import grid, tables, trainers
+from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import Experiment
 
 # The flags the sweeps share (their values: `Config.sweeps`).
@@ -101,6 +102,21 @@ class SweepExperiment(Experiment):
         # which `modes.run` turns into a one-line error).
         with open(os.path.join(options.output_dir, tables.RESULTS_MARKDOWN), encoding="utf-8") as handle:
             print("\n" + handle.read())
+
+    @staticmethod
+    def check_fixed_steps(config) -> None:
+        """A sweep whose students train a fixed number of steps over training sets of several sizes: one batch
+        fits in the smallest, and there are at least as many steps as validation checks."""
+        smallest = min(int(size) for size in config.sweeps.train_sizes)
+        if config.student.batch_size > smallest:
+            raise UserError(
+                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes ({smallest})."
+            )
+        if config.sweeps.student_steps < config.sweeps.evaluations:
+            raise UserError(
+                f"--student_steps={config.sweeps.student_steps} must be at least "
+                f"--evaluations={config.sweeps.evaluations}."
+            )
 
     def grid_config(self, options):
         """The sweep's own configuration, built from the run's."""

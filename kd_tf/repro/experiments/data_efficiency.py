@@ -7,7 +7,6 @@ from absl import flags
 
 import models
 from kd_tf.repro import sweeps
-from kd_tf.repro.config import UserError
 from kd_tf.repro.experiments import QUICK_TASK, register
 
 flags.DEFINE_list(
@@ -51,11 +50,7 @@ class DataEfficiency(sweeps.SweepExperiment):
 
     def check(self, config, missing) -> None:
         del missing
-        smallest = min(int(size) for size in config.sweeps.train_sizes)
-        if config.student.batch_size > smallest:
-            raise UserError(
-                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes ({smallest})."
-            )
+        self.check_fixed_steps(config)
 
     def grid_config(self, options):
         from kd_tf.repro import data_efficiency

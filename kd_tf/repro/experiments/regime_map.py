@@ -72,16 +72,7 @@ class RegimeMap(sweeps.SweepExperiment):
                 "--mode=regime_map always trains the hard-label Student: give only distilled methods in "
                 f"--methods. Received: --methods={','.join(config.methods)}"
             )
-        smallest = min(config.sweeps.train_sizes)
-        if config.student.batch_size > smallest:
-            raise UserError(
-                f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes ({smallest})."
-            )
-        if config.sweeps.student_steps < config.sweeps.evaluations:
-            raise UserError(
-                f"--student_steps={config.sweeps.student_steps} must be at least "
-                f"--evaluations={config.sweeps.evaluations}."
-            )
+        self.check_fixed_steps(config)
 
     def grid_config(self, options):
         from kd_tf.repro import regime_map
