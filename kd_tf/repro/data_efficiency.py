@@ -80,6 +80,10 @@ class DataEfficiencyConfig:
             for size in sorted(self.train_sizes)
         ]
 
+    def grid_cells(self) -> grid.Cells:
+        """What the grid engine needs of this grid's cells (`grid.run(self, output_dir, self.cells(), ...)`)."""
+        return _Cells(tuple(self.settings[0]) if self.settings else ())
+
 
 @dataclasses.dataclass
 class _Task:
@@ -209,8 +213,3 @@ class _Cells(grid.Cells):
             f"test {100 * record['test_accuracy']:.2f}%  agreement {100 * record['test_agreement']:.2f}%  "
             f"({record['wall_time_s']:.0f} s)"
         )
-
-
-def cells_of(config: DataEfficiencyConfig) -> grid.Cells:
-    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
-    return _Cells(tuple(config.settings[0]) if config.settings else ())

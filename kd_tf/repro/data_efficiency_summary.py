@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from kd_tf import plots
-from kd_tf.io import atomic_write_text
 from kd_tf.repro import tables
 
 DATA_EFFICIENCY_CSV = "data_efficiency.csv"
@@ -162,9 +160,5 @@ def write_data_efficiency(output_dir: str, records: Sequence[dict], header: str 
         "gains are over the hard-label Student, drops count falls of > 0.5 points as n grows.\n\n"
         + format_data_efficiency(rows)
     )
-    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
-    atomic_write_text(
-        os.path.join(output_dir, tables.RESULTS_JSON),
-        json.dumps({"records": list(records), "summary": rows}, indent=2) + "\n",
-    )
+    tables.write_summary(output_dir, text, {"records": list(records), "summary": rows})
     return {"rows": rows, "figure": figure}

@@ -100,6 +100,10 @@ class RegimeMapConfig:
             for temperature, alpha in self.grid(method)
         ]
 
+    def grid_cells(self) -> grid.Cells:
+        """What the grid engine needs of this grid's cells (`grid.run(self, output_dir, self.cells(), ...)`)."""
+        return _Cells()
+
 
 def _setting_dir(output_dir: str, cell: dict) -> str:
     return os.path.join(
@@ -228,8 +232,3 @@ class _Cells(grid.Cells):
             f"validation {100 * record['best_validation_accuracy']:.2f}%, "
             f"test {100 * record['test_accuracy']:.2f}% ({record['wall_time_s']:.0f} s)"
         )
-
-
-def cells_of(config: RegimeMapConfig) -> grid.Cells:
-    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
-    return _Cells()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from kd_tf import plots
-from kd_tf.io import atomic_write_text
 from kd_tf.repro import tables
 
 REGIME_MAP_CSV = "regime_map.csv"
@@ -200,18 +198,8 @@ def write_regime_map(output_dir: str, records: Sequence[dict], config, header: s
         + "\n## Where each claim holds\n\n"
         + format_holds(found, rows, taus)
     )
-    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
-    atomic_write_text(
-        os.path.join(output_dir, tables.RESULTS_JSON),
-        json.dumps({"records": list(records), "summary": rows}, indent=2, default=_numpy_scalar) + "\n",
-    )
+    tables.write_summary(output_dir, text, {"records": list(records), "summary": rows})
     return {"rows": rows, "figure": figure, "holds": found}
-
-
-def _numpy_scalar(value):
-    if isinstance(value, np.floating | np.integer):
-        return value.item()
-    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
 
 
 def _number(value: float, spread: float | None = None, digits: int = 2) -> str:

@@ -80,7 +80,7 @@ class SweepExperiment(Experiment):
 
     def run(self, options) -> None:
         grid_config = self.grid_config(options)
-        cells, grid_cells = grid_config.cells(), self.cells_of(grid_config)
+        cells, grid_cells = grid_config.cells(), grid_config.grid_cells()
         teachers = len({grid_cells.key(cell) for cell in cells})  # one group of cells each
         jobs = options.jobs(teachers)
         if jobs > 1:
@@ -120,10 +120,6 @@ class SweepExperiment(Experiment):
 
     def grid_config(self, options):
         """The sweep's own configuration, built from the run's."""
-        raise NotImplementedError
-
-    def cells_of(self, grid_config) -> grid.Cells:
-        """What the grid engine needs of its cells (the study module's `cells_of`)."""
         raise NotImplementedError
 
     def announce(self, teachers: int, cells: int, output_dir: str) -> str:

@@ -75,6 +75,10 @@ class SweetSpotConfig:
             for epochs in sorted(self.epoch_grid)
         ]
 
+    def grid_cells(self) -> grid.Cells:
+        """What the grid engine needs of this grid's cells (`grid.run(self, output_dir, self.cells(), ...)`)."""
+        return _Cells()
+
 
 class _Snapshots(keras.callbacks.Callback):
     """Saves the model after each epoch count in `paths` (epoch count -> teacher directory)."""
@@ -257,8 +261,3 @@ def _sweet_spot_cell(config, cell: dict, seed_dir: str, cell_dir: str, log) -> d
         "wall_time_s": time.perf_counter() - start,
         "hyperparameters": student["hyperparameters"],
     }
-
-
-def cells_of(config: SweetSpotConfig) -> grid.Cells:
-    """What the grid engine needs of this grid's cells (`grid.run(config, output_dir, config.cells(), ...)`)."""
-    return _Cells()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from kd_tf import analysis, plots
-from kd_tf.io import atomic_write_text
 from kd_tf.repro import tables
 
 SWEET_SPOT_CSV = "sweet_spot.csv"
@@ -193,9 +191,5 @@ def write_sweet_spot(output_dir: str, records: Sequence[dict], header: str = "")
         + "Means over seeds per grid cell; the similarity measures are of the teacher's test-set outputs.\n\n"
         + format_sweet_spot(records, correlations)
     )
-    atomic_write_text(os.path.join(output_dir, tables.RESULTS_MARKDOWN), text)
-    atomic_write_text(
-        os.path.join(output_dir, tables.RESULTS_JSON),
-        json.dumps({"records": list(records), "correlations": correlations}, indent=2) + "\n",
-    )
+    tables.write_summary(output_dir, text, {"records": list(records), "correlations": correlations})
     return {"correlations": correlations, "figures": figures}

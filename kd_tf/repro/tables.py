@@ -126,6 +126,20 @@ def _flatten(record: dict, prefix: str = "") -> dict:
     return flat
 
 
+def write_summary(output_dir: str, markdown: str, data: dict) -> None:
+    """A sweep's `results.md` and `results.json` (NumPy scalars as plain numbers), each atomically."""
+    atomic_write_text(os.path.join(output_dir, RESULTS_MARKDOWN), markdown)
+    atomic_write_text(
+        os.path.join(output_dir, RESULTS_JSON), json.dumps(data, indent=2, default=_numpy_scalar) + "\n"
+    )
+
+
+def _numpy_scalar(value):
+    if isinstance(value, np.floating | np.integer):
+        return value.item()
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
 def write_csv(path: str, records: Sequence[dict], fields: Sequence[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")

@@ -83,11 +83,6 @@ class DataEfficiency(sweeps.SweepExperiment):
             precision=config.runtime.precision,
         )
 
-    def cells_of(self, grid_config):
-        from kd_tf.repro import data_efficiency
-
-        return data_efficiency.cells_of(grid_config)
-
     def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
         from kd_tf.repro import data_efficiency_summary
 

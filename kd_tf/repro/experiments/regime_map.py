@@ -95,11 +95,6 @@ class RegimeMap(sweeps.SweepExperiment):
             **sweeps.models_and_training(options),
         )
 
-    def cells_of(self, grid_config):
-        from kd_tf.repro import regime_map
-
-        return regime_map.cells_of(grid_config)
-
     def announce(self, teachers: int, cells: int, output_dir: str) -> str:
         return f"Regime map: {teachers} teachers, {cells} students -> {output_dir}"
 

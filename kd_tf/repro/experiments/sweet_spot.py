@@ -82,11 +82,6 @@ class SweetSpot(sweeps.SweepExperiment):
             **sweeps.models_and_training(options),
         )
 
-    def cells_of(self, grid_config):
-        from kd_tf.repro import sweet_spot
-
-        return sweet_spot.cells_of(grid_config)
-
     def write(self, grid_config, output_dir: str, records: list[dict], header: str) -> None:
         from kd_tf.repro import sweet_spot_summary
 
