@@ -132,30 +132,18 @@ def _prepare_task(config: DataEfficiencyConfig, setting: dict, seed: int, direct
 
 def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict, directory: str) -> dict:
     method, model = cell["method"], cell["student_model"]
-    steps_between_checks = config.student_steps // config.evaluations
-    train_config = dataclasses.replace(config.student_train, epochs=config.evaluations)
-    keras.utils.set_random_seed(cell["seed"] + 1)  # before the pipeline: the seed enters its shuffle order
-    # The first n examples of the pool as an endless stream, an "epoch" being one validation interval:
-    # every student trains for the same number of steps, so the comparison is of data, not of compute.
-    splits = synthetic.splits(
-        task.arrays,
-        train_config.batch_size,
-        cell["seed"],
+    # The first n examples of the pool, after the teacher's own.
+    student, result, hyperparameters = sweeps.train_for_steps(
+        config,
+        cell,
+        directory,
+        arrays=task.arrays,
+        teacher=task.teacher,
+        values={**config.hyperparameters, **config.method_overrides.get(method, {})},
+        model=model,
+        model_options=config.student_model_options.get(model, {}),
         train_count=cell["train_examples"],
         train_offset=config.teacher_examples,
-        examples_per_epoch=steps_between_checks * train_config.batch_size,
-    )
-    student, result, hyperparameters = trainers.distil(
-        method,
-        {**config.hyperparameters, **config.method_overrides.get(method, {})},
-        task.teacher,
-        splits,
-        model,
-        config.student_model_options.get(model, {}),
-        train_config,
-        precision=config.precision,
-        seed=cell["seed"],
-        run_dir=directory,
     )
     student_logits = sweeps.logits_of(student, task.arrays.x_test)
     agreement = float(np.mean(np.argmax(student_logits, axis=-1) == task.teacher_test_predictions))
@@ -165,7 +153,7 @@ def _data_efficiency_cell(config: DataEfficiencyConfig, task: _Task, cell: dict,
         "test_agreement": agreement,
         "best_validation_accuracy": result["best_validation_accuracy"],
         "best_evaluation": result["best_epoch"],
-        "steps": steps_between_checks * config.evaluations,
+        "steps": config.student_steps // config.evaluations * config.evaluations,
         "teacher_test_accuracy": task.teacher_record["test_accuracy"],
         "wall_time_s": result["wall_time_s"],
         "hyperparameters": hyperparameters,

@@ -161,32 +161,18 @@ def _prepare_teacher(config: RegimeMapConfig, cell: dict, directory: str) -> _Te
 
 
 def _train_cell(config: RegimeMapConfig, teacher: _Teacher, cell: dict, directory: str) -> dict:
-    method = cell["method"]
-    steps_between_checks = config.student_steps // config.evaluations
-    train_config = dataclasses.replace(config.student_train, epochs=config.evaluations)
-    keras.utils.set_random_seed(cell["seed"] + 1)  # before the pipeline: the seed enters its shuffle order
-    # The n examples as an endless stream, an "epoch" being one validation interval: every student trains for
-    # the same number of steps whatever n, so sizes compare data, not compute.
-    splits = synthetic.splits(
-        teacher.arrays,
-        train_config.batch_size,
-        cell["seed"],
-        examples_per_epoch=steps_between_checks * train_config.batch_size,
-    )
-    values = {**config.hyperparameters, **config.method_overrides.get(method, {})}
+    values = {**config.hyperparameters, **config.method_overrides.get(cell["method"], {})}
     if cell["temperature"] is not None:
         values.update(temperature=cell["temperature"], alpha=cell["alpha"])
-    _, result, hyperparameters = trainers.distil(
-        method,
-        values,
-        teacher.model,
-        splits,
-        config.student_model,
-        {**config.student_model_options, "width": cell["width"]},
-        train_config,
-        precision=config.precision,
-        seed=cell["seed"],
-        run_dir=directory,
+    _, result, hyperparameters = sweeps.train_for_steps(
+        config,
+        cell,
+        directory,
+        arrays=teacher.arrays,
+        teacher=teacher.model,
+        values=values,
+        model=config.student_model,
+        model_options={**config.student_model_options, "width": cell["width"]},
         cache_dirs=teacher.cache_dirs,
     )
     return {

@@ -189,6 +189,48 @@ def teacher_spec(
     )
 
 
+def train_for_steps(
+    config,
+    cell: dict,
+    directory: str,
+    *,
+    arrays,
+    teacher,
+    values: dict,
+    model: str,
+    model_options: dict,
+    cache_dirs=None,
+    **split_options,
+):
+    """Distils `cell["method"]` into a `model` student for `config.student_steps` steps whatever the size of its
+    training set (`arrays`' training examples, or those `split_options` select): they are an endless stream,
+    an "epoch" being one of `config.evaluations` validation intervals, so that sizes compare data, not
+    compute. Returns `trainers.distil`'s (student, result, hyperparameters)."""
+    steps_between_checks = config.student_steps // config.evaluations
+    train_config = dataclasses.replace(config.student_train, epochs=config.evaluations)
+    keras.utils.set_random_seed(cell["seed"] + 1)  # before the pipeline: the seed enters its shuffle order
+    splits = synthetic.splits(
+        arrays,
+        train_config.batch_size,
+        cell["seed"],
+        examples_per_epoch=steps_between_checks * train_config.batch_size,
+        **split_options,
+    )
+    return trainers.distil(
+        cell["method"],
+        values,
+        teacher,
+        splits,
+        model,
+        model_options,
+        train_config,
+        precision=config.precision,
+        seed=cell["seed"],
+        run_dir=directory,
+        cache_dirs=cache_dirs,
+    )
+
+
 def check_steps(student_steps: int, evaluations: int) -> None:
     """A sweep whose students train a fixed number of steps checks the best of `evaluations` along them."""
     if evaluations <= 0 or student_steps < evaluations:
