@@ -82,8 +82,10 @@ def test_a_sweep_with_two_jobs_writes_the_one_job_results(tmp_path):
     # Every sweep runs through one runner (`sweeps.SweepExperiment.run`) and the grid engine (`grid.run`), which
     # hands whole groups to the workers. The sweet spot's groups are the most their own (one teacher per group,
     # read at several epoch counts), so it stands for the three; their cells at one job: tests/test_studies.py.
-    # README's command word for word (`cli_process.SWEET_SPOT`), then its `--quick` form's flags.
+    # README's command word for word (`cli_process.SWEET_SPOT`), then its `--quick` form's flags; two seeds
+    # make two groups, each one teacher read at the quick grid's two epoch counts (one batch size of its two).
     argv = [sys.executable, *shlex.split(SWEET_SPOT)[1:], "--quick", "--progress=none", "--seeds=0,1"]
+    argv.append("--teacher_batch_sizes=32")
     argv.append("--deterministic")
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     check_ok(cli_process.run([*argv, "--jobs=1", f"--output_dir={one}"]))
