@@ -189,6 +189,11 @@ def teacher_spec(
     )
 
 
+def steps_between_checks(config) -> int:
+    """The training steps between two of a fixed-step student's `config.evaluations` validation checks."""
+    return config.student_steps // config.evaluations
+
+
 def train_for_steps(
     config,
     cell: dict,
@@ -206,14 +211,13 @@ def train_for_steps(
     training set (`arrays`' training examples, or those `split_options` select): they are an endless stream,
     an "epoch" being one of `config.evaluations` validation intervals, so that sizes compare data, not
     compute. Returns `trainers.distil`'s (student, result, hyperparameters)."""
-    steps_between_checks = config.student_steps // config.evaluations
     train_config = dataclasses.replace(config.student_train, epochs=config.evaluations)
     keras.utils.set_random_seed(cell["seed"] + 1)  # before the pipeline: the seed enters its shuffle order
     splits = synthetic.splits(
         arrays,
         train_config.batch_size,
         cell["seed"],
-        examples_per_epoch=steps_between_checks * train_config.batch_size,
+        examples_per_epoch=steps_between_checks(config) * train_config.batch_size,
         **split_options,
     )
     return trainers.distil(
