@@ -11,8 +11,8 @@ Three measurements, alternated `--repeats` times, the best of each printed with 
 - `keras.backend.clear_session()` after the libraries' imports, in a new interpreter, before and after
   `gc.freeze()` (seconds per call, the mean of 5);
 - in the same interpreter, frozen, once the project's modules are imported and eight small models trained
-  and kept (as a test process keeps objects made after its freeze: about 3,000 a model, 100,000–300,000 by a
-  test worker's end): `clear_session()` with its full collection and with `free_memory=False`, which the
+  and kept (as a test process keeps objects made after its freeze: about 3,000 a model, 100,000–300,000 after a
+  few test files): `clear_session()` with its full collection and with `free_memory=False`, which the
   tests call before each test (seconds per call, the mean of 5).
 
     python benchmarks/gc_freeze.py [--repeats R]
