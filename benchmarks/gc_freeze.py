@@ -2,18 +2,15 @@
 
 After TensorFlow's import a process holds about 400,000 objects that live as long as it does. A full garbage
 collection walks all of them: the collections at an interpreter's exit, and the one of
-`keras.backend.clear_session()`, which the figures and the KD-topk sweep call. `run.py`, the `--jobs`
-workers, the test processes and the tests' command server freeze them.
+`keras.backend.clear_session()`, which the figures and the KD-topk sweep call (`benchmarks/per_test_gc.py`:
+what it cost before each test). `run.py`, the `--jobs` workers, the test processes and the tests' command
+server freeze them.
 
-Three measurements, alternated `--repeats` times, the best of each printed with their ratio:
+Two measurements, alternated `--repeats` times, the best of each printed with their ratio:
 - `python run.py --dry_run` in a new interpreter, as it is and with `gc.freeze` made a no-op (wall seconds,
   the exit included);
 - `keras.backend.clear_session()` after the libraries' imports, in a new interpreter, before and after
-  `gc.freeze()` (seconds per call, the mean of 5);
-- in the same interpreter, frozen, once the project's modules are imported and eight small models trained
-  and kept (as a test process keeps objects made after its freeze: about 3,000 a model, 100,000–300,000 after a
-  few test files): `clear_session()` with its full collection and with `free_memory=False`, which the
-  tests call before each test (seconds per call, the mean of 5).
+  `gc.freeze()` (seconds per call, the mean of 5).
 
     python benchmarks/gc_freeze.py [--repeats R]
 """
@@ -44,22 +41,6 @@ for name in ("unfrozen", "frozen"):
     start = time.perf_counter()
     for _ in range(5):
         keras.backend.clear_session()
-    times[name] = (time.perf_counter() - start) / 5
-import numpy as np
-import data, kd_tf, models  # noqa: F401
-from kd_tf.repro import experiments, modes  # noqa: F401
-kept = []  # as a test process keeps its fixtures' models and traced functions
-x, y = np.zeros((64, 16), "float32"), np.zeros(64, "int32")
-for width in range(8, 72, 8):
-    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(width, "relu"), keras.layers.Dense(8)])
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y))
-    kept.append(model)
-times["objects"] = len(gc.get_objects())
-for name, free_memory in (("collected", True), ("uncollected", False)):
-    start = time.perf_counter()
-    for _ in range(5):
-        keras.backend.clear_session(free_memory=free_memory)
     times[name] = (time.perf_counter() - start) / 5
 print(json.dumps(times))
 """
@@ -101,22 +82,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1. Received: --repeats={args.repeats}")
-    names = (
-        "run_unfrozen",
-        "run_frozen",
-        "clear_unfrozen",
-        "clear_frozen",
-        "clear_collected",
-        "clear_uncollected",
-    )
-    best = {name: float("inf") for name in names}
+    best = {name: float("inf") for name in ("run_unfrozen", "run_frozen", "clear_unfrozen", "clear_frozen")}
     for _ in range(args.repeats):  # alternated, so that both meet the same load
         best["run_unfrozen"] = min(best["run_unfrozen"], _dry_run(frozen=False))
         best["run_frozen"] = min(best["run_frozen"], _dry_run(frozen=True))
         cleared = _clear_session()
-        for name in ("unfrozen", "frozen", "collected", "uncollected"):
-            best[f"clear_{name}"] = min(best[f"clear_{name}"], cleared[name])
-        objects = cleared["objects"]
+        best["clear_unfrozen"] = min(best["clear_unfrozen"], cleared["unfrozen"])
+        best["clear_frozen"] = min(best["clear_frozen"], cleared["frozen"])
     print(f"Best of {args.repeats}, {os.cpu_count()} CPU(s):\n")
     print("| measure | unfrozen | frozen | ratio |")
     print("|---|---:|---:|---:|")
@@ -129,15 +101,6 @@ def main(argv=None) -> dict:
         print(
             f"| {label} | {scale * unfrozen:.2f} {unit} | {scale * frozen:.2f} {unit} | {unfrozen / frozen:.1f} |"
         )
-    collected, uncollected = best["clear_collected"], best["clear_uncollected"]
-    print(
-        f"\n`clear_session()` once the project's modules are loaded and eight models trained and kept ({objects:,} objects):\n"
-    )
-    print("| measure | full collection | `free_memory=False` | ratio |")
-    print("|---|---:|---:|---:|")
-    print(
-        f"| `clear_session()` | {1000 * collected:.2f} ms | {1000 * uncollected:.2f} ms | {collected / uncollected:.1f} |"
-    )
     return best
 
 

@@ -183,6 +183,7 @@ GROUPS = {
     "benchmarks": [
         # `python benchmarks/throughput.py --quick`: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
         ("python benchmarks/gc_freeze.py", ["--repeats=1"]),
+        ("python benchmarks/per_test_gc.py", ["--files", "tests/test_mlp.py", "--repeats=1"]),
         # BUILD.md's `--breakdown --output` command: tests/test_benchmarks.py (`RUN_ELSEWHERE`).
     ],
 }

@@ -107,7 +107,7 @@ class SweepExperiment(Experiment):
     def check_fixed_steps(config) -> None:
         """A sweep whose students train a fixed number of steps over training sets of several sizes: one batch
         fits in the smallest, and there are at least as many steps as validation checks."""
-        smallest = min(int(size) for size in config.sweeps.train_sizes)
+        smallest = min(config.sweeps.train_sizes)
         if config.student.batch_size > smallest:
             raise UserError(
                 f"--batch_size={config.student.batch_size} exceeds the smallest --train_sizes ({smallest})."
